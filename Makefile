@@ -1,0 +1,44 @@
+# The project's single entry point.
+#   make book   build the HTML book, every chapter executed (quick mode on a CPU)
+#   make test   run the test suite, the notebooks under nbval and the built-page checks
+# Both create or reuse a local virtual environment in .venv.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+export RRID_MODE ?= quick
+export TQDM_DISABLE ?= 1
+export MPLBACKEND ?= Agg
+export PYTHONHASHSEED ?= 0
+
+.PHONY: venv book test unit nbval html chromium clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[book,test,onnx]"
+	touch $@
+
+book: venv
+	$(VENV)/bin/jupyter-book build --all . 
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the built-page test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+unit: venv
+	$(PY) -m pytest -q tests -m "not book_html"
+
+nbval: venv
+	$(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
+
+html: book chromium
+	$(PY) -m pytest -q tests -m book_html
+
+test: unit nbval html
+
+clean:
+	rm -rf _build
