@@ -29,3 +29,17 @@ def market_mini():
     if path is None:
         pytest.skip("needs market1501-mini (../shared/data/market1501-mini or $RRID_MARKET_MINI); absent on a fresh clone")
     return path
+
+
+SYNTHETIC_SMALL = dict(seed=0, num_train_ids=12, num_test_ids=12, images_per_id=6, num_junk=3, num_distractors=4)
+
+
+@pytest.fixture(scope="session")
+def synthetic_small(tmp_path_factory):
+    """A small synthetic set (12 train / 12 test identities, 6 images each, 3 junk, 4 distractors).
+
+    Market-1501 layout: read it with ``rrid.data.Market1501(synthetic_small)``.
+    """
+    from rrid.data import synthetic
+
+    return synthetic.generate(tmp_path_factory.mktemp("synthetic") / "small", **SYNTHETIC_SMALL)

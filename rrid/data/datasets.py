@@ -1,0 +1,311 @@
+"""The person reID data sets: Market-1501, DukeMTMC-reID, CUHK03-NP and a user's own list.
+
+Every data set is three lists of ``ImageRecord(path, pid, camid)``:
+
+* ``train``   identities relabelled 0..K-1 in sorted order of the original ids (the labels
+  of the K-way classifiers),
+* ``query``   and ``gallery``: the test identities with their original ids, so that the
+  evaluation can match them.
+
+Camera ids are 0-based everywhere. Market-1501 file names read ``PPPP_cCsS_FFFFFF_BB.jpg``
+(person, camera C, sequence S, frame, box); pid -1 marks junk boxes (dropped everywhere)
+and pid 0000 marks distractors (kept in the gallery only, where they can only lower the
+rank of the true matches). Duke and CUHK03-NP use the same naming without the sequence
+(``0001_c2_f0046182.jpg``, ``0001_c1_1.png``), so one parser reads all of them.
+
+Nothing is skipped silently: a missing folder, a file name that does not parse, an empty
+split, a query that cannot be matched and an unreadable image are errors that name what
+is wrong. ``skip_bad=True`` turns the last three kinds into warnings.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import warnings
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+from PIL import Image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+)?(?:_[^/]*)?\.(?:jpe?g|png)$", re.IGNORECASE)
+
+
+class ImageRecord(NamedTuple):
+    """One image: its path, person id and 0-based camera id."""
+
+    path: str
+    pid: int
+    camid: int
+
+
+class DatasetError(ValueError):
+    """A data set on disk is missing, malformed or does not follow its protocol."""
+
+
+def parse_name(filename: str) -> tuple[int, int] | None:
+    """``"0002_c1s1_000451_03.jpg"`` -> ``(2, 0)``: (pid, 0-based camid), or None."""
+    m = _NAME.match(filename)
+    if m is None:
+        return None
+    return int(m.group(1)), int(m.group(2)) - 1
+
+
+def _listing(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(str(n) for n in names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{len(names)}: {shown}{more}"
+
+
+def _complain(message: str, skip_bad: bool) -> None:
+    if not skip_bad:
+        raise DatasetError(message)
+    warnings.warn(message + " (skipped because skip_bad=True)", stacklevel=3)
+
+
+def check_image(path: str | Path) -> None:
+    """Decode ``path`` fully; raise DatasetError naming the file if it is unreadable or truncated."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as e:  # PIL raises OSError for truncation
+        raise DatasetError(f"cannot decode image {path}: {e}") from e
+
+
+class ReIDDataset:
+    """A reID data set: ``train``, ``query``, ``gallery`` lists of ImageRecord.
+
+    Subclasses only find the files; this class relabels, validates and summarises.
+    """
+
+    name = "reid"
+
+    def __init__(self, root, train, query, gallery, *, verify_images=False, skip_bad=False):
+        self.root = Path(root)
+        self.skip_bad = skip_bad
+        self.train = relabel(train)
+        self.query = list(query)
+        self.gallery = list(gallery)
+        for split in ("train", "query", "gallery"):
+            if not getattr(self, split):
+                raise DatasetError(f"{self.name}: the {split} split under {self.root} is empty")
+        if verify_images:
+            self._verify_images()
+        self.query = self._matchable_queries()
+
+    @property
+    def num_train_ids(self) -> int:
+        return len({r.pid for r in self.train})
+
+    @property
+    def num_cameras(self) -> int:
+        return 1 + max(r.camid for r in self.train + self.query + self.gallery)
+
+    def _matchable_queries(self) -> list[ImageRecord]:
+        """Every query needs a gallery image of its identity from another camera (else AP is undefined)."""
+        cams: dict[int, set[int]] = {}
+        for r in self.gallery:
+            cams.setdefault(r.pid, set()).add(r.camid)
+        bad = [r for r in self.query if not (cams.get(r.pid, set()) - {r.camid})]
+        if bad:
+            _complain(
+                f"{self.name}: query images whose identity has no gallery image from another camera "
+                f"({_listing([Path(r.path).name for r in bad])}) under {self.root}",
+                self.skip_bad,
+            )
+        unmatched = set(bad)
+        return [r for r in self.query if r not in unmatched]
+
+    def _verify_images(self) -> None:
+        for split in ("train", "query", "gallery"):
+            good = []
+            for r in getattr(self, split):
+                try:
+                    check_image(r.path)
+                    good.append(r)
+                except DatasetError as e:
+                    _complain(str(e), self.skip_bad)
+            setattr(self, split, relabel(good) if split == "train" else good)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r})\n{summary(self)}"
+
+
+def relabel(records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """Map the train pids to 0..K-1 in sorted order of the original pids."""
+    label = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
+    return [r._replace(pid=label[r.pid]) for r in records]
+
+
+# ---------------------------------------------------------------------------------------
+# Market-style folders (Market-1501, DukeMTMC-reID, CUHK03-NP, the synthetic set)
+
+SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+
+
+def read_folder(folder: Path, num_cameras: int, skip_bad: bool = False) -> list[ImageRecord]:
+    """All images in one Market-style folder as records with the raw pids (junk -1 included)."""
+    records, bad = [], []
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            continue  # Thumbs.db, README and the like
+        parsed = parse_name(f.name)
+        if parsed is None or not 0 <= parsed[1] < num_cameras:
+            bad.append(f.name)
+            continue
+        records.append(ImageRecord(str(f), *parsed))
+    if bad:
+        _complain(
+            f"file names in {folder} that do not read as PPPP_cC..._.jpg with camera 1..{num_cameras} "
+            f"({_listing(bad)})",
+            skip_bad,
+        )
+    return records
+
+
+class MarketStyle(ReIDDataset):
+    """A root holding ``bounding_box_train``, ``query`` and ``bounding_box_test``."""
+
+    num_camera_ids = 6
+    source = ""  # where to get it, shown when the folder is missing
+    folder_names: tuple[str, ...] = ()  # accepted names of a single wrapping folder
+
+    def __init__(self, root, verify_images=False, skip_bad=False):
+        root = self.locate(Path(root))
+        splits = {}
+        for split, folder in SPLIT_FOLDERS.items():
+            records = read_folder(root / folder, self.num_camera_ids, skip_bad)
+            records = [r for r in records if r.pid != -1]  # junk: dropped everywhere
+            if split != "gallery":
+                records = [r for r in records if r.pid != 0]  # distractors: gallery only
+            splits[split] = records
+        super().__init__(root, **splits, verify_images=verify_images, skip_bad=skip_bad)
+
+    @classmethod
+    def locate(cls, root: Path) -> Path:
+        """``root`` itself, or the single data set folder inside it (as the archive unpacks)."""
+        if all((root / f).is_dir() for f in SPLIT_FOLDERS.values()):
+            return root
+        if root.is_dir():
+            inner = [d for d in root.iterdir() if d.is_dir() and all((d / f).is_dir() for f in SPLIT_FOLDERS.values())]
+            if len(inner) == 1:
+                return inner[0]
+        tree = "\n".join(f"    {root}/{f}/" for f in SPLIT_FOLDERS.values())
+        raise DatasetError(
+            f"{cls.name} not found at {root}. Expected the folder tree\n{tree}\n"
+            f"(or {root}/<one folder>/ holding them, as the archive unpacks). {cls.source}"
+        )
+
+
+class Market1501(MarketStyle):
+    """Market-1501 (Zheng et al., ICCV 2015): 751 train / 750 test identities, 6 cameras.
+
+    12,936 train, 3,368 query and 19,732 gallery images (including 2,793 distractors,
+    pid 0000; the 3,819 junk boxes, pid -1, are dropped). The synthetic set of
+    ``rrid.data.synthetic`` uses the same layout and this same parser.
+    """
+
+    name = "Market-1501"
+    source = (
+        "Get Market-1501-v15.09.15.zip from the authors' page (Zheng et al., ICCV 2015; the links "
+        "have moved over the years) and unpack it with rrid.data.download.prepare_market1501(zip, root)."
+    )
+
+
+class DukeMTMCReID(MarketStyle):
+    """DukeMTMC-reID (Zheng et al., ICCV 2017): 702 train / 1,110 test identities, cameras c1..c8.
+
+    Note: the DukeMTMC data set was withdrawn by its authors in 2019; it is supported here
+    only for those who already hold a copy. Expected: ``root/DukeMTMC-reID/bounding_box_train`` etc.
+    """
+
+    name = "DukeMTMC-reID"
+    num_camera_ids = 8
+    source = "DukeMTMC was withdrawn by its authors in 2019 and cannot be downloaded any more; supported only for existing copies."
+
+
+class CUHK03NP(MarketStyle):
+    """CUHK03 with the new protocol of Zhong et al. (CVPR 2017): 767 train / 700 test identities.
+
+    ``variant="labeled"`` (7,368 / 1,400 / 5,328 train / query / gallery images) or
+    ``"detected"`` (7,365 / 1,400 / 5,332), read from Zhong et al.'s Market-style release
+    ``cuhk03-np/<variant>/{bounding_box_train,query,bounding_box_test}``; ``root`` may point
+    at the folder holding ``cuhk03-np``, at ``cuhk03-np`` itself, or at the variant folder.
+    """
+
+    name = "CUHK03-NP"
+    num_camera_ids = 2
+    source = "Get Zhong et al.'s cuhk03-np release (the 767/700 protocol, linked from their re-ranking project page)."
+
+    def __init__(self, root, variant="labeled", verify_images=False, skip_bad=False):
+        if variant not in ("labeled", "detected"):
+            raise DatasetError(f"CUHK03NP variant must be 'labeled' or 'detected', got {variant!r}")
+        root = Path(root)
+        for candidate in (root / "cuhk03-np" / variant, root / variant, root):
+            if all((candidate / f).is_dir() for f in SPLIT_FOLDERS.values()):
+                root = candidate
+                break
+        else:
+            root = root / "cuhk03-np" / variant
+        self.variant = variant
+        super().__init__(root, verify_images=verify_images, skip_bad=skip_bad)
+
+
+class ImageList(ReIDDataset):
+    """A user's own data: a CSV with columns ``path,pid,camid,split``.
+
+    ``split`` is ``train``, ``query`` or ``gallery``; ``camid`` is a 0-based integer; relative
+    paths are resolved against the CSV's folder. Train pids are relabelled 0..K-1 like the others.
+    """
+
+    name = "ImageList"
+
+    def __init__(self, csv_path, verify_images=False, skip_bad=False):
+        csv_path = Path(csv_path)
+        if not csv_path.is_file():
+            raise DatasetError(f"image list {csv_path} not found (a CSV with columns path,pid,camid,split)")
+        splits: dict[str, list[ImageRecord]] = {"train": [], "query": [], "gallery": []}
+        bad, missing = [], []
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"path", "pid", "camid", "split"} <= set(reader.fieldnames):
+                raise DatasetError(f"{csv_path}: header must name the columns path,pid,camid,split, got {reader.fieldnames}")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    pid, camid, split = int(row["pid"]), int(row["camid"]), row["split"].strip()
+                    if camid < 0 or split not in splits:
+                        raise ValueError
+                except (TypeError, ValueError):
+                    bad.append(f"line {line}")
+                    continue
+                path = Path(row["path"])
+                path = path if path.is_absolute() else csv_path.parent / path
+                if not path.is_file():
+                    missing.append(str(path))
+                    continue
+                splits[split].append(ImageRecord(str(path), pid, camid))
+        if bad:
+            _complain(f"{csv_path}: rows that need an integer pid, camid >= 0 and split in train/query/gallery ({_listing(bad)})", skip_bad)
+        if missing:
+            _complain(f"{csv_path}: image files not found ({_listing(missing)})", skip_bad)
+        super().__init__(csv_path.parent, **splits, verify_images=verify_images, skip_bad=skip_bad)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def summary_rows(dataset: ReIDDataset) -> list[tuple[str, int, int, int]]:
+    """``[(split, identities, images, cameras), ...]`` for train, query and gallery."""
+    rows = []
+    for split in ("train", "query", "gallery"):
+        records = getattr(dataset, split)
+        rows.append((split, len({r.pid for r in records}), len(records), len({r.camid for r in records})))
+    return rows
+
+
+def summary(dataset: ReIDDataset) -> str:
+    """The usual statistics table: identities, images and cameras per split."""
+    lines = [f"{'split':<8} {'ids':>6} {'images':>7} {'cameras':>7}"]
+    lines += [f"{s:<8} {i:>6} {n:>7} {c:>7}" for s, i, n, c in summary_rows(dataset)]
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Transforms checked numerically, and the loaders built on them."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rrid.data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Market1501, OfficialRandomErasing, build_loaders, build_transforms
+
+
+def test_test_transform_resizes_and_normalises():
+    img = Image.new("RGB", (64, 128), (255, 128, 0))
+    x = build_transforms(96, 32, train=False)(img)
+    assert x.shape == (3, 96, 32) and x.dtype == torch.float32 and type(x) is torch.Tensor
+    expected = (torch.tensor([255, 128, 0]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(x, expected.view(3, 1, 1).expand(3, 96, 32), atol=1e-5)
+
+
+def test_train_transform_flips_with_torch_rng():
+    arr = np.zeros((128, 64, 3), np.uint8)
+    arr[:, :32] = 255  # left half white
+    tf = build_transforms(128, 64, train=True, erasing=None)
+    torch.manual_seed(0)
+    outs = [tf(Image.fromarray(arr)) for _ in range(20)]
+    flipped = [bool(o[0, 0, 0] < o[0, 0, -1]) for o in outs]
+    assert 0 < sum(flipped) < 20
+    torch.manual_seed(0)
+    assert all(torch.equal(a, tf(Image.fromarray(arr))) for a in outs)
+    assert torch.equal(outs[flipped.index(True)], outs[flipped.index(False)].flip(-1))
+
+
+def test_zhong_erasing_fills_mean():
+    tf = build_transforms(96, 32, train=True, erasing="zhong", flip=False)
+    torch.manual_seed(1)
+    img = Image.new("RGB", (32, 96), (255, 255, 255))
+    outs = [tf(img) for _ in range(40)]
+    erased = [(o == 0).all(0) for o in outs]
+    fractions = [e.float().mean().item() for e in erased if e.any()]
+    assert 5 < len(fractions) < 35  # p = 0.5
+    assert all(0.015 <= f <= 0.42 for f in fractions)
+
+
+def test_official_eraser_one_colour_box():
+    eraser = OfficialRandomErasing(p=1.0)
+    torch.manual_seed(0)
+    for _ in range(50):
+        x = torch.full((3, 96, 32), 7.0)
+        y = eraser(x)
+        mask = (y != 7.0).any(0)
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        h, w = len(rows), len(cols)
+        assert mask.sum() == h * w  # a rectangle
+        assert rows[-1] - rows[0] + 1 == h and cols[-1] - cols[0] + 1 == w
+        frac = h * w / (96 * 32)
+        assert 0.015 <= frac <= 0.215  # 2-20 % of the area, up to rounding
+        colour = y[:, mask]
+        assert (colour == colour[:, :1]).all()  # one colour
+        rgb = colour[:, 0] * torch.tensor(IMAGENET_STD) + torch.tensor(IMAGENET_MEAN)
+        assert ((rgb >= -1e-6) & (rgb <= 1 + 1e-6)).all()
+    torch.manual_seed(0)
+    fired = sum(bool((OfficialRandomErasing()(torch.zeros(3, 96, 32)) != 0).any()) for _ in range(200))
+    assert 120 <= fired <= 180  # p = 0.75
+    with pytest.raises(ValueError, match="erasing"):
+        build_transforms(96, 32, train=True, erasing="random")
+
+
+def test_image_dataset_cache(synthetic_small):
+    ds = Market1501(synthetic_small)
+    cache = {}
+    data = ImageDataset(ds.query, build_transforms(64, 32, train=False), cache)
+    x, pid, camid = data[3]
+    assert x.shape == (3, 64, 32) and (pid, camid) == ds.query[3][1:]
+    assert list(cache) == [ds.query[3].path] and cache[ds.query[3].path].shape == (128, 64, 3)
+    assert torch.equal(data[3][0], x)
+
+
+def test_build_loaders(synthetic_small):
+    ds = Market1501(synthetic_small)
+    loaders = build_loaders(ds, 64, 32, p=4, k=3, workers=0, test_batch_size=10, cache=True)
+    assert len(loaders.train) == len(loaders.sampler) == len(ds.train) // 4
+    x, pids, camids = next(iter(loaders.train))
+    assert x.shape == (12, 3, 64, 32) and pids.tolist() == [p for p in pids.tolist()[::3] for _ in range(3)]
+    order = [pid for _, pids, _ in loaders.query for pid in pids.tolist()]
+    assert order == [r.pid for r in ds.query]  # in order, no shuffle
+    assert sum(len(b[0]) for b in loaders.gallery) == len(ds.gallery)
+    assert loaders.query.dataset.cache is loaders.train.dataset.cache
+
+
+@pytest.mark.slow
+def test_loader_workers_reproducible(synthetic_small):
+    ds = Market1501(synthetic_small)
+
+    def first_batch():
+        loaders = build_loaders(ds, 64, 32, p=4, k=2, workers=1, seed=5)
+        batch = next(iter(loaders.train))[0]
+        del loaders
+        return batch
+
+    assert torch.equal(first_batch(), first_batch())
