@@ -1,0 +1,227 @@
+"""Small helpers that every chapter of the book shares.
+
+A chapter starts with the same first cell (``FIRST_CELL``): it installs ``rrid`` when it is
+missing (Colab), then calls :func:`setup` and :func:`banner`. Everything else here answers
+one question a chapter would otherwise answer again and again:
+
+* which mode runs (:func:`mode`, :func:`quick_input_size`),
+* where the images are (:func:`market_mini`, :func:`synthetic`),
+* which trained model to look at without retraining it in every chapter (:func:`quick_model`).
+
+Two modes, one switch (``RRID_MODE``):
+
+* ``quick``: synthetic data or the 854-image market1501-mini, ResNet-18, 96 x 32 inputs, a few
+  epochs; minutes on a laptop CPU. Numbers it produces are *not* the paper's results.
+* ``full``: the paper's setting (ResNet-50, 384 x 128, 80 epochs on Market-1501); needs a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root when ``rrid`` is an editable install (it holds ``_config.yml``)."""
+
+MODES = ("quick", "full")
+
+# The first code cell of every chapter, word for word (tests/test_notebooks.py checks it);
+# ``{url}`` is ``repository.url`` from ``_config.yml``, the one place the URL is written.
+FIRST_CELL = """\
+# Install rrid when it is missing (e.g. on Colab), then pick the mode: RRID_MODE=quick|full
+import importlib.util
+if importlib.util.find_spec("rrid") is None:
+    %pip install -q "rrid[book] @ git+{url}"
+import rrid.book
+rrid.book.setup()
+rrid.book.banner()"""
+
+
+def chapters(toc: Path | None = None) -> list[str]:
+    """The book's pages in ``_toc.yml`` order, as written there (``"book/intro"``, ...)."""
+    import yaml
+
+    def walk(node):
+        if isinstance(node, dict):
+            found = [node[k] for k in ("root", "file") if k in node]
+            return found + [f for v in node.values() if isinstance(v, (list, dict)) for f in walk(v)]
+        if isinstance(node, list):
+            return [f for item in node for f in walk(item)]
+        return []
+
+    return walk(yaml.safe_load(Path(toc or ROOT / "_toc.yml").read_text()))
+
+
+def mode() -> str:
+    """``"quick"`` or ``"full"``: ``$RRID_MODE`` if set, else full when CUDA is present."""
+    value = os.environ.get("RRID_MODE", "").strip().lower()
+    if value:
+        if value not in MODES:
+            raise ValueError(f"RRID_MODE={value!r}: expected one of {MODES}")
+        return value
+    import torch
+
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def is_quick() -> bool:
+    return mode() == "quick"
+
+
+def banner() -> None:
+    """Print which mode produced the outputs below, and what that means."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    if mode() == "quick":
+        print(f"RRID_MODE=quick on {device}: small data (synthetic or market1501-mini), ResNet-18, "
+              "96 x 32 inputs, few epochs.\nNumbers below are quick-mode numbers, not the paper's results.")
+    else:
+        print(f"RRID_MODE=full on {device}: the paper's setting (ResNet-50, 384 x 128 inputs, "
+              "Market-1501 or the data set you pick).")
+
+
+def setup(seed: int = 0) -> str:
+    """Seed python, numpy and torch, set the book's figure style; return the mode.
+
+    Inside a notebook it also selects the inline matplotlib backend, so figures appear even
+    when ``MPLBACKEND=Agg`` is exported (as the Makefile does for scripts).
+    """
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if mode() == "quick":
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    _inline_figures()
+    try:
+        from rrid import viz
+
+        viz.use_style()
+    except (ImportError, AttributeError):
+        import seaborn as sns
+
+        sns.set_theme(style="whitegrid", context="notebook")
+    return mode()
+
+
+def _inline_figures() -> None:
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        shell.run_line_magic("matplotlib", "inline")
+
+
+def show(obj):
+    """The source of a function, class or module from ``rrid``, highlighted in the notebook."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code(inspect.getsource(obj), language="python")
+
+
+def quick_input_size() -> tuple[int, int]:
+    """Input (height, width): (96, 32) in quick mode, the paper's (384, 128) in full mode."""
+    return (96, 32) if mode() == "quick" else (384, 128)
+
+
+def backbone_name() -> str:
+    """``resnet18`` in quick mode, the paper's ``resnet50`` in full mode."""
+    return "resnet18" if mode() == "quick" else "resnet50"
+
+
+def market_mini() -> Path | None:
+    """The market1501-mini folder (854 real Market-1501 crops), or None when absent.
+
+    Looked for in ``$RRID_MARKET_MINI``, ``../shared/data/market1501-mini`` beside the
+    repository, then ``data/market1501-mini`` inside it.
+    """
+    env = os.environ.get("RRID_MARKET_MINI")
+    candidates = [Path(env)] if env else []
+    candidates += [ROOT.parent / "shared" / "data" / "market1501-mini", ROOT / "data" / "market1501-mini"]
+    for path in candidates:
+        if (path / "bounding_box_train").is_dir():
+            return path
+    return None
+
+
+def _writable_dir(preferred: Path, fallback: Path) -> Path:
+    """``preferred`` when inside a writable checkout of the repository, else ``fallback``."""
+    if (ROOT / "_config.yml").is_file() and os.access(ROOT, os.W_OK):
+        return preferred
+    return fallback
+
+
+def synthetic(seed: int = 0) -> Path:
+    """The synthetic Market-1501-layout data set, generated once (seeded) and reused.
+
+    Written to ``<repo>/data/synthetic`` in a checkout, ``~/.cache/rrid/synthetic`` otherwise.
+    """
+    from rrid.data import synthetic as synth
+
+    name = "synthetic" if seed == 0 else f"synthetic-seed{seed}"
+    out = _writable_dir(ROOT / "data" / name, Path.home() / ".cache" / "rrid" / name)
+    if hasattr(synth, "ensure"):
+        return Path(synth.ensure(out, seed=seed))
+    if not (out / "bounding_box_train").is_dir():
+        synth.generate(out, seed=seed)
+    return out
+
+
+def cache_dir() -> Path:
+    """Where chapters share trained quick-mode models: ``<repo>/_build/.rrid-cache``."""
+    return _writable_dir(ROOT / "_build" / ".rrid-cache", Path.home() / ".cache" / "rrid" / "models")
+
+
+def quick_config_path(row: int = 13) -> Path:
+    """``configs/quick/rowNN.yaml``: the CPU version of a row of the paper's Table 2 (13 = Ours-F)."""
+    path = ROOT / "configs" / "quick" / f"row{row:02d}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no quick config for Table 2 row {row}: expected {path}")
+    return path
+
+
+def quick_model(row: int = 13, epochs: int | None = None):
+    """The model of Table 2's ``row`` trained in quick mode: trained once, then loaded.
+
+    Chapters 7-9 all look at the same small model, so the first caller trains it with
+    :func:`rrid.fit` on ``configs/quick/rowNN.yaml`` and keeps its checkpoint under
+    :func:`cache_dir`; later callers (other chapters, other processes) load it. A lock file
+    keeps two processes from training the same model at once, and the checkpoint appears by
+    atomic rename, so a reader never sees half of it. Returns ``(model, config)``, the model
+    in eval mode on the CPU.
+    """
+    import shutil
+    import time
+
+    import rrid
+    from rrid.config import load_config
+    from rrid.train import load_model
+
+    overrides = [f"train.epochs={epochs}"] if epochs is not None else []
+    config = load_config(quick_config_path(row), overrides)
+    tag = f"row{row:02d}" + (f"-e{epochs}" if epochs is not None else "")
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    done, lock = cache / f"{tag}.pt", cache / f"{tag}.lock"
+    while not done.is_file():
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:  # another process is training this model: wait for it
+            if time.time() - lock.stat().st_mtime > 3600:
+                lock.unlink(missing_ok=True)  # left behind by a killed build
+            time.sleep(2)
+            continue
+        try:
+            if not done.is_file():
+                result = rrid.fit(config, out_dir=cache / f"{tag}-run", progress=False)
+                tmp = cache / f".{tag}.pt.tmp"
+                shutil.copyfile(result.last_checkpoint, tmp)
+                os.replace(tmp, done)
+        finally:
+            lock.unlink(missing_ok=True)
+    return load_model(done), config

@@ -1,0 +1,135 @@
+"""The built book as a reader sees it: every chapter opened in headless Chromium.
+
+Runs after ``make book`` (CI always builds first). For each chapter in ``_toc.yml`` it saves a
+screenshot to ``_build/screenshots/<chapter>.png`` and checks the rendered DOM: the chapter's
+figures are there (``img`` inside cell outputs) and no cell shows an error (a traceback, an
+error on stderr, or myst-nb's "execution failed" warning).
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from rrid.book import chapters
+
+pytestmark = pytest.mark.book_html
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+
+# The least number of figures each chapter must show in quick mode (stubs and the preface: 0).
+MIN_FIGURES = {
+    "book/01_reid_task": 4,
+    "book/02_backbone": 2,
+    "book/03_stripe_pooling": 3,
+    "book/10_beyond": 1,
+}
+
+
+def chromium_flags(profile):
+    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--hide-scrollbars", "--virtual-time-budget=4000", f"--user-data-dir={profile}"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing under CI: `make chromium` installs Debian's package")
+        pytest.skip("chromium is not installed (`make chromium`); this check runs under CI")
+    return path
+
+
+@pytest.fixture(scope="session")
+def html_dir():
+    if not (HTML / "index.html").is_file():
+        pytest.fail(f"{HTML} is missing or incomplete: run `make book` first")
+    return HTML
+
+
+def run_chromium(chromium, *args):
+    with tempfile.TemporaryDirectory(prefix="rrid-chromium-") as profile:
+        done = subprocess.run([chromium, *chromium_flags(profile), *args], capture_output=True,
+                              text=True, timeout=180)
+    return done
+
+
+class OutputScan(HTMLParser):
+    """Counts images inside cell outputs and collects the text of outputs and admonitions."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack = []  # (tag, classes) of open elements
+        self.images = 0
+        self.output_text = []
+        self.stderr_text = []
+        self.warnings = []
+        self.error_blocks = 0  # myst-nb renders a cell error as an output with class "traceback"
+
+    def inside(self, cls):
+        return any(cls in classes for _, classes in self.stack)
+
+    def handle_starttag(self, tag, attrs):
+        classes = set((dict(attrs).get("class") or "").split())
+        if tag == "img":
+            if self.inside("cell_output"):
+                self.images += 1
+            return
+        if tag in {"br", "hr", "meta", "link", "input", "source", "wbr", "col", "area", "base", "embed", "param", "track"}:
+            return
+        if "traceback" in classes and self.inside("cell_output"):
+            self.error_blocks += 1
+        self.stack.append((tag, classes))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][0] == tag:
+                del self.stack[i:]
+                break
+
+    def handle_data(self, data):
+        if any(tag in ("style", "script") for tag, _ in self.stack):
+            return  # highlighting CSS names token classes such as "Generic.Traceback"
+        if self.inside("cell_output"):
+            self.output_text.append(data)
+            if self.inside("stderr"):
+                self.stderr_text.append(data)
+        if self.inside("admonition") or self.inside("system-message"):
+            self.warnings.append(data)
+
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_chapter_page_renders_with_figures_and_no_errors(chapter, chromium, html_dir):
+    page = html_dir / f"{chapter}.html"
+    assert page.is_file(), f"{page} was not built (is {chapter} in _toc.yml and did `make book` succeed?)"
+
+    shot = SHOTS / f"{chapter}.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    shot.unlink(missing_ok=True)
+    run_chromium(chromium, f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri())
+    assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"no screenshot of {chapter}"
+
+    done = run_chromium(chromium, "--dump-dom", page.as_uri())
+    assert "<html" in done.stdout, f"chromium printed no DOM for {page}: {done.stderr[-2000:]}"
+    scan = OutputScan()
+    scan.feed(done.stdout)
+
+    assert scan.error_blocks == 0, f"{chapter}: {scan.error_blocks} cell(s) show an error"
+    outputs = "".join(scan.output_text)
+    if "Traceback" in outputs:
+        at = outputs.index("Traceback")
+        pytest.fail(f"{chapter}: a cell output shows a traceback: {outputs[at:at + 300]!r}")
+    stderr = "".join(scan.stderr_text)
+    assert "Error" not in stderr, f"{chapter}: an error on stderr: {stderr[:500]}"
+    warnings = " ".join(scan.warnings).lower()
+    assert "execution failed" not in warnings and "executing notebook failed" not in warnings, f"{chapter}: execution failed"
+    assert scan.images >= MIN_FIGURES.get(chapter, 0), (
+        f"{chapter}: {scan.images} figures in cell outputs, expected at least {MIN_FIGURES.get(chapter, 0)}")

@@ -1,0 +1,188 @@
+"""The chapters as committed: stripped, listed in the table of contents, and built to one plan.
+
+Every chapter is an ``.ipynb`` under ``book/`` that
+* has no outputs, no execution counts and no widget state (nbval and the book build execute it);
+* is in ``_toc.yml``, and everything in ``_toc.yml`` exists;
+* starts with ``rrid.book.FIRST_CELL`` for ``_config.yml``'s ``repository.url`` (the one place
+  the URL is written), opens with "What you will learn" and ends with "Exercises".
+The small helpers in ``rrid/book.py`` are tested here too.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rrid import book
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def source(cell):
+    text = cell["source"]
+    return "".join(text) if isinstance(text, list) else text
+
+
+def test_toc_lists_every_chapter_and_nothing_else():
+    entries = book.chapters()
+    assert entries[0] == "book/intro", "the preface is the root of the book"
+    assert len(entries) == len(set(entries)), f"a chapter is listed twice in _toc.yml: {entries}"
+    on_disk = {f"book/{p.stem}" for p in NOTEBOOKS} | {f"book/{p.stem}" for p in (ROOT / "book").glob("*.md")}
+    assert set(entries) == on_disk, (
+        f"in _toc.yml but not in book/: {sorted(set(entries) - on_disk)}; "
+        f"in book/ but not in _toc.yml: {sorted(on_disk - set(entries))}")
+
+
+def test_config_pins_the_build_rules():
+    assert CONFIG["only_build_toc_files"] is True
+    assert CONFIG["execute"]["execute_notebooks"] == "force"
+    assert CONFIG["execute"]["raise_on_error"] is True
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["repository"]["url"].startswith("https://github.com/")
+    assert CONFIG["html"]["use_repository_button"] is True
+    import ipywidgets
+
+    assert ipywidgets.__version__.split(".")[0] == "8"
+    js = CONFIG["sphinx"]["config"]["nb_ipywidgets_js"]
+    assert any("html-manager@^1." in url for url in js), "ipywidgets 8 needs @jupyter-widgets/html-manager 1.x"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_stripped(path):
+    nb = load(path)
+    assert nb["nbformat"] == 4
+    assert "widgets" not in nb["metadata"], f"{path.name}: strip metadata.widgets (widget state)"
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{path.name} cell {i}: commit without outputs"
+            assert cell.get("execution_count") is None, f"{path.name} cell {i}: commit without execution counts"
+        assert "execution" not in cell.get("metadata", {}), f"{path.name} cell {i}: strip execution timestamps"
+        assert "widgets" not in cell.get("metadata", {}), f"{path.name} cell {i}: strip widget state"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_first_cell_installs_rrid_from_the_configured_repository(path):
+    code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+    assert code, f"{path.name} has no code cell"
+    first = source(code[0])
+    url = CONFIG["repository"]["url"]
+    found = re.search(r'git\+(\S+?)"', first)
+    assert found and found.group(1) == url, f"{path.name}: the install URL must equal _config.yml's repository.url ({url})"
+    assert first == book.FIRST_CELL.format(url=url), f"{path.name}: the first code cell must be rrid.book.FIRST_CELL"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_opens_with_what_you_will_learn_and_ends_with_exercises(path):
+    cells = load(path)["cells"]
+    assert cells[0]["cell_type"] == "markdown" and source(cells[0]).startswith("# "), f"{path.name}: start with a '# Title'"
+    opening = []
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            break
+        opening.append(source(cell))
+    assert re.search(r"what you will learn", "\n".join(opening), re.I), f"{path.name}: open with 'What you will learn' before the first code cell"
+    headings = [line for c in cells if c["cell_type"] == "markdown" for line in source(c).splitlines() if line.startswith("## ")]
+    assert headings and re.match(r"## Exercises\s*$", headings[-1]), f"{path.name}: the last section must be '## Exercises'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_checked_cells_check_themselves(path):
+    """Committed notebooks have no outputs, so nbval has nothing to compare a cell tagged
+    ``nbval-check-output`` against: such a cell must assert its own numbers."""
+    for i, cell in enumerate(load(path)["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        checked = "nbval-check-output" in cell["metadata"].get("tags", []) or "# NBVAL_CHECK_OUTPUT" in source(cell)
+        if checked:
+            assert re.search(r"^\s*assert ", source(cell), re.M), f"{path.name} cell {i}: a checked cell needs an assert"
+
+
+def test_preface_states_the_modes():
+    text = (ROOT / "book" / "intro.md").read_text()
+    assert text.startswith("# ")
+    for word in ("RRID_MODE", "quick", "full", "Colab"):
+        assert word in text
+
+
+def test_chapters_reads_every_level_of_the_toc(tmp_path):
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: a\nparts:\n  - caption: P\n    chapters:\n      - file: b\n"
+                   "        sections:\n          - file: c\n      - file: d\n")
+    assert book.chapters(toc) == ["a", "b", "c", "d"]
+
+
+def test_first_cell_runs_pip_only_when_rrid_is_missing():
+    cell = book.FIRST_CELL.format(url="https://example.org/x")
+    lines = cell.splitlines()
+    pip = next(i for i, line in enumerate(lines) if "%pip install" in line)
+    assert lines[pip - 1].startswith("if ") and "find_spec(\"rrid\") is None" in lines[pip - 1]
+    assert lines[pip].startswith("    "), "the install is inside the if"
+    assert '"rrid[book] @ git+https://example.org/x"' in lines[pip]
+
+
+def test_mode_reads_rrid_mode(monkeypatch):
+    monkeypatch.setenv("RRID_MODE", "quick")
+    assert book.mode() == "quick" and book.quick_input_size() == (96, 32) and book.backbone_name() == "resnet18"
+    monkeypatch.setenv("RRID_MODE", " FULL ")
+    assert book.mode() == "full" and book.quick_input_size() == (384, 128) and book.backbone_name() == "resnet50"
+    monkeypatch.setenv("RRID_MODE", "fast")
+    with pytest.raises(ValueError, match="RRID_MODE='fast'"):
+        book.mode()
+
+
+def test_mode_defaults_to_full_only_with_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("RRID_MODE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert book.mode() == "quick"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert book.mode() == "full"
+
+
+def test_market_mini_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RRID_MARKET_MINI", str(tmp_path))
+    monkeypatch.setattr(book, "ROOT", tmp_path / "no-repo")  # hide the copies beside the repository
+    assert book.market_mini() is None, "a folder without bounding_box_train is not the data set"
+    (tmp_path / "bounding_box_train").mkdir()
+    assert book.market_mini() == tmp_path
+
+
+def test_setup_seeds_everything(monkeypatch):
+    import random
+
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("RRID_MODE", "quick")
+    threads = torch.get_num_threads()
+    try:
+        assert book.setup(seed=3) == "quick"
+        first = (random.random(), np.random.rand(), torch.rand(1).item())
+        book.setup(seed=3)
+        assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_quick_config_path_names_the_file_when_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(book, "ROOT", tmp_path)
+    with pytest.raises(FileNotFoundError, match="row07.yaml"):
+        book.quick_config_path(7)
+    (tmp_path / "configs" / "quick").mkdir(parents=True)
+    (tmp_path / "configs" / "quick" / "row07.yaml").write_text("{}")
+    assert book.quick_config_path(7) == tmp_path / "configs" / "quick" / "row07.yaml"
+
+
+def test_every_table2_row_has_a_quick_config():
+    for row in range(1, 14):
+        assert book.quick_config_path(row).is_file()
