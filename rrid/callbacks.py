@@ -1,0 +1,136 @@
+"""Hooks into ``rrid.fit``: ``Callback`` and the book's live training plot ``LivePlot``.
+
+``fit`` calls, on every callback::
+
+    on_fit_start(state)            once, before the first step
+    on_step(state, logs)           after every optimiser step: logs = {"total", "triplet", "ce", "acc", "lr"}
+    on_epoch(state, logs)          after every epoch: the epoch means, "lr", "img_per_s"
+    on_eval(state, metrics)        after every evaluation: {"mAP", "rank1", "rank5", "rank10", ...}
+    on_fit_end(state)              once, after the last epoch
+
+``state`` is an ``rrid.train.TrainerState`` (config, model, optimizer, epoch, step, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["Callback", "LivePlot"]
+
+
+class Callback:
+    """Base class: override the hooks you need; the others do nothing."""
+
+    def on_fit_start(self, state) -> None:
+        pass
+
+    def on_step(self, state, logs: dict) -> None:
+        pass
+
+    def on_epoch(self, state, logs: dict) -> None:
+        pass
+
+    def on_eval(self, state, metrics: dict) -> None:
+        pass
+
+    def on_fit_end(self, state) -> None:
+        pass
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter or Colab kernel (not under nbval, pytest or a terminal)."""
+    if os.environ.get("RRID_LIVEPLOT") == "static" or "NBVAL" in os.environ or "PYTEST_CURRENT_TEST" in os.environ:
+        return False
+    if os.environ.get("RRID_LIVEPLOT") == "live" or "google.colab" in sys.modules:
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class LivePlot(Callback):
+    """Loss parts, learning rates and mAP as training goes.
+
+    In Jupyter and Colab the figure is redrawn in place every ``every`` steps (one display
+    handle, updated with the new figure). Under nbval, pytest, ``RRID_LIVEPLOT=static`` or a
+    plain terminal it draws once, at the end, and leaves the figure open, so ``plt.show()``
+    shows it. Either way ``self.fig`` keeps the last figure (``display(plot.fig)``).
+    """
+
+    def __init__(self, every: int = 10, live: bool | None = None, figsize: tuple[float, float] = (11, 3.2)):
+        self.every, self.figsize = every, figsize
+        self.live = _in_notebook() if live is None else live
+        self.steps: list[int] = []
+        self.parts: dict[str, list[float]] = {"total": [], "triplet": [], "ce": []}
+        self.acc: list[float] = []
+        self.lr: dict[str, list[float]] = {}
+        self.evals: list[tuple[int, float, float]] = []    # (step, mAP, rank-1)
+        self.fig = None
+        self._handle = None
+
+    def on_step(self, state, logs: dict) -> None:
+        self.steps.append(state.step)
+        for key in self.parts:
+            self.parts[key].append(logs[key])
+        self.acc.append(logs["acc"])
+        for name, value in logs["lr"].items():
+            self.lr.setdefault(name, []).append(value)
+        if self.live and state.step % self.every == 0:
+            self._show()
+
+    def on_eval(self, state, metrics: dict) -> None:
+        self.evals.append((state.step, metrics["mAP"], metrics["rank1"]))
+        if self.live:
+            self._show()
+
+    def on_fit_end(self, state) -> None:
+        if self.live:
+            self._show()
+        else:
+            self.draw()
+
+    def draw(self):
+        """Build ``self.fig`` from what has been recorded so far and return it."""
+        import matplotlib.pyplot as plt
+
+        try:
+            from rrid.viz import use_style
+            use_style()
+        except (ImportError, AttributeError):
+            pass
+        if self.fig is not None:
+            plt.close(self.fig)
+        fig, (ax_loss, ax_lr, ax_map) = plt.subplots(1, 3, figsize=self.figsize)
+        for key, values in self.parts.items():
+            ax_loss.plot(self.steps, values, label=key if key != "ce" else "CE", lw=1)
+        ax_loss.set(xlabel="step", ylabel="loss", title="L = L_triplet + λ L_CE")
+        ax_loss.legend(frameon=False)
+        for name, values in self.lr.items():
+            ax_lr.plot(self.steps, values, label=name)
+        ax_lr.set(xlabel="step", ylabel="learning rate", yscale="log", title="learning rates")
+        if self.lr:
+            ax_lr.legend(frameon=False)
+        if self.evals:
+            steps, maps, rank1 = zip(*self.evals)
+            ax_map.plot(steps, [100 * m for m in maps], "o-", label="mAP")
+            ax_map.plot(steps, [100 * r for r in rank1], "s--", label="rank-1")
+            ax_map.legend(frameon=False)
+        ax_map.set(xlabel="step", ylabel="%", title="evaluation")
+        fig.tight_layout()
+        self.fig = fig
+        return fig
+
+    def _show(self) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        fig = self.draw()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)       # shown through the handle; keep self.fig for later plt.show()

@@ -1,0 +1,426 @@
+"""The experiment configuration: one YAML file per run, loaded into dataclasses.
+
+A run is described by six blocks::
+
+    model:  the architecture (an ``rrid.RRIDConfig``; ``table2_row: N`` or ``preset: ours-f``
+            picks a Table 2 row, other keys override its fields)
+    data:   which data set, input size, P x K batches, epoch length
+    optim:  SGD with two learning-rate groups and a staircase schedule
+    loss:   triplet margin, the weight λ of the cross-entropy term
+    train:  epochs, seed, AMP, checkpoints, logging, evaluation cadence
+    eval:   test-time options (flip averaging, re-ranking)
+
+The defaults are the paper's recipe (Park & Ham 2020, "Training", and the authors' code):
+SGD with momentum 0.9 and weight decay 5e-4, learning rates 1e-3 (backbone) and 1e-2
+(heads) divided by 10 at epochs 40 and 60, 80 epochs of the authors' epoch length, batches
+of N = N_K x N_M = 16 x 4, loss = triplet (α = 1.2) + λ·CE with λ = 2, input 384 x 128.
+
+A file may start with ``_base_: ../base.yaml`` (a path relative to the file, or a list of
+paths) and then only state what differs. Unknown keys are errors that name the key, the file
+and the valid keys; values are converted to the declared types (lists become tuples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
+
+import yaml
+
+from rrid.model import RRIDConfig
+
+__all__ = [
+    "DataConfig", "OptimConfig", "LossConfig", "TrainConfig", "EvalConfig", "ExperimentConfig",
+    "ConfigError", "load_config", "apply_overrides", "save_config", "config_from_dict", "config_to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not describe a valid run."""
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["market1501", "dukemtmc", "cuhk03", "synthetic", "imagelist"] = "market1501"
+    root: str = "data/market1501"       # folder (or CSV for imagelist); relative = to the project folder
+    variant: Literal["labeled", "detected"] = "labeled"   # CUHK03-NP only
+    synthetic: dict = field(default_factory=dict)         # keyword arguments of rrid.data.synthetic.ensure
+    val_ids: int = 0                    # hold out this many training identities (authors' code: 100)
+    height: int = 384
+    width: int = 128
+    p: int = 16                         # N_K identities per batch
+    k: int = 4                          # N_M images per identity
+    epoch_length: Literal["official", "once"] = "official"   # see rrid.data.PKSampler
+    erasing: Optional[Literal["official", "zhong"]] = "official"   # random erasing (None: off)
+    workers: int = 4
+    cache: bool = False                 # keep decoded images in memory
+    test_batch_size: int = 128
+
+
+@dataclass
+class OptimConfig:
+    backbone_lr: float = 1e-3
+    head_lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    milestones: tuple[int, ...] = (40, 60)   # epochs at which both learning rates are multiplied by gamma
+    gamma: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    margin: float = 1.2                 # α of the batch-hard triplet loss
+    ce_weight: float = 2.0              # λ in L = L_triplet + λ L_CE
+    label_smoothing: float = 0.0
+    triplet_mode: str = "separate"      # "separate" (official: each 256-d q summed) or "concat"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 80
+    seed: int = 0
+    device: str = "auto"                # "auto" = cuda when available, else cpu
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"   # auto: bf16/fp16 on CUDA, off on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"   # auto: on CUDA only
+    deterministic: Literal["auto", "on", "off"] = "auto"   # auto: on CPU only
+    num_threads: int = 0                # torch CPU threads, 0 = leave torch's default
+    sync_bn: bool = False               # SyncBatchNorm under torchrun
+    log_every: int = 20                 # steps between metrics.jsonl step lines
+    eval_every: int = 10                # epochs between evaluations (and always after the last)
+    checkpoint_every_steps: int = 0     # 0 = only at the end of each epoch
+    tensorboard: bool = True            # write TensorBoard events when tensorboard is importable
+    out_dir: Optional[str] = None       # default run folder when fit() gets none
+
+
+@dataclass
+class EvalConfig:
+    flip: bool = True                   # average each block over the image and its mirror
+    rerank: bool = False                # k-reciprocal re-ranking (not used in the paper)
+
+
+@dataclass
+class ExperimentConfig:
+    model: RRIDConfig = field(default_factory=lambda: RRIDConfig(pretrained=True))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str = ""                      # defaults to the file name
+
+
+_SECTIONS = {"model": RRIDConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
+             "train": TrainConfig, "eval": EvalConfig}
+_MODEL_SHORTCUTS = ("table2_row", "preset")
+# the fields a Table 2 row or preset decides; an override of table2_row/preset on a built config resets them
+_ARCHITECTURE = ("scales", "global_pool", "local_pool", "relation")
+
+
+# ----------------------------------------------------------------------------- reading files
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, ...), got {type(raw).__name__}")
+    return raw
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """Deep merge: mappings merge key by key, everything else in ``top`` replaces ``base``."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "synthetic":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's mapping with its ``_base_`` files merged underneath it."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: _base_ cycle through {' -> '.join(map(str, seen))}")
+    raw = _read_yaml(path)
+    bases = raw.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    _check_keys(raw, str(path))
+    merged: dict = {}
+    for base in bases:
+        merged = _merge(merged, _load_tree(path.parent / base, seen + (path,)))
+    return _merge(merged, raw)
+
+
+def _project_root(path: Path) -> Path:
+    """The folder holding ``configs/`` above ``path`` (relative data roots are resolved there)."""
+    for parent in path.resolve().parents:
+        if parent.name == "configs":
+            return parent.parent
+    return Path.cwd()
+
+
+# ----------------------------------------------------------------------------- types
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """``value`` converted to the annotation ``tp``; a ConfigError naming ``where`` otherwise."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bad = ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in args:
+            return value
+        raise bad
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is tuple:
+        items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
+        if not isinstance(items, (list, tuple)):
+            raise bad
+        item_type = args[0] if args else Any
+        return tuple(_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(items))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):          # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise bad
+    return value
+
+
+def _unknown_key(key: str, valid: Sequence[str], where: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {where + close[0]!r}?" if close else ""
+    return ConfigError(f"{source}: unknown key {where + key!r}.{hint} Valid keys: {', '.join(sorted(valid))}")
+
+
+def _check_keys(raw: dict, source: str) -> None:
+    """Every key of one file (or override set) must be a section or a field of its section."""
+    valid = list(_SECTIONS) + ["name"]
+    for key, value in raw.items():
+        if key not in valid:
+            raise _unknown_key(key, valid, "", source)
+        if key in _SECTIONS and isinstance(value, dict):
+            names = [f.name for f in dataclasses.fields(_SECTIONS[key])]
+            names += list(_MODEL_SHORTCUTS) if key == "model" else []
+            for field_name in value:
+                if field_name not in names:
+                    raise _unknown_key(field_name, names, f"{key}.", source)
+
+
+def _build_section(cls, raw: Any, section: str, source: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: section {section!r} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    raw = dict(raw)
+    start = cls()
+    if cls is RRIDConfig:
+        row, preset = raw.pop("table2_row", None), raw.pop("preset", None)
+        if row is not None and preset is not None:
+            raise ConfigError(f"{source}: model sets both table2_row and preset; choose one")
+        if row is not None:
+            if not isinstance(row, int) or not 1 <= row <= 13:
+                raise ConfigError(f"{source}: model.table2_row must be an integer 1..13, got {row!r}")
+            start = RRIDConfig.table2(row)
+        elif preset is not None:
+            try:
+                start = RRIDConfig.preset(preset)
+            except (KeyError, ValueError) as e:
+                raise ConfigError(f"{source}: model.preset {preset!r}: {e}") from None
+        names = names + list(_MODEL_SHORTCUTS)
+    values = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise _unknown_key(key, names, f"{section}.", source)
+        values[key] = _convert(value, hints.get(key, Any), f"{source}: {section}.{key}")
+    try:
+        return dataclasses.replace(start, **values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: section {section!r}: {e}") from None
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> ExperimentConfig:
+    """Build and validate an ExperimentConfig from nested mappings (as read from YAML)."""
+    _check_keys(raw, source)
+    parts = {s: _build_section(cls, raw.get(s, {}), s, source) for s, cls in _SECTIONS.items()}
+    if "model" not in raw or "pretrained" not in raw.get("model", {}):
+        parts["model"] = dataclasses.replace(parts["model"], pretrained=ExperimentConfig().model.pretrained)
+    cfg = ExperimentConfig(**parts, name=str(raw.get("name", "")))
+    _check(cfg, source)
+    return cfg
+
+
+def _check(cfg: ExperimentConfig, source: str) -> None:
+    """Cross-field checks that single types cannot express."""
+    d, o, t = cfg.data, cfg.optim, cfg.train
+    positive = {"data.height": d.height, "data.width": d.width, "data.p": d.p, "data.k": d.k,
+                "data.test_batch_size": d.test_batch_size, "train.epochs": t.epochs,
+                "train.log_every": t.log_every, "train.eval_every": t.eval_every}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{source}: {key} must be >= 1, got {value}")
+    if d.p < 2:
+        raise ConfigError(f"{source}: data.p must be >= 2 (the triplet loss needs negatives), got {d.p}")
+    for key, value in {"data.workers": d.workers, "data.val_ids": d.val_ids, "train.num_threads": t.num_threads,
+                       "train.checkpoint_every_steps": t.checkpoint_every_steps}.items():
+        if value < 0:
+            raise ConfigError(f"{source}: {key} must be >= 0, got {value}")
+    if list(o.milestones) != sorted(o.milestones):
+        raise ConfigError(f"{source}: optim.milestones must increase, got {list(o.milestones)}")
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    """Plain nested dict (tuples as lists) that ``config_from_dict`` reads back."""
+    def plain(x):
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+    out = {"name": cfg.name} if cfg.name else {}
+    for section in _SECTIONS:
+        out[section] = plain(dataclasses.asdict(getattr(cfg, section)))
+    return out
+
+
+# ----------------------------------------------------------------------------- public API
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, for example train.epochs=10")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip().split("."), value
+
+
+def _set(raw: dict, path: list[str], value: Any, item: str) -> None:
+    node = raw
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    node[path[-1]] = value
+
+
+def _apply_raw(raw: dict, overrides: Sequence[str], built: bool) -> dict:
+    raw = _merge({}, raw)
+    for item in overrides:
+        path, value = _parse_override(item)
+        if built and path[0] == "model" and len(path) == 2 and path[1] in _MODEL_SHORTCUTS:
+            for key in _ARCHITECTURE:          # let the row decide the architecture again
+                raw.get("model", {}).pop(key, None)
+        _set(raw, path, value, item)
+    return raw
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """A new config with ``["train.epochs=10", "model.table2_row=5", ...]`` applied.
+
+    Values are parsed as YAML (``10`` is an int, ``[2, 4]`` a list, ``true`` a bool) and then
+    validated like a file's values.
+    """
+    if not overrides:
+        return cfg
+    raw = _apply_raw(config_to_dict(cfg), overrides, built=True)
+    return config_from_dict(raw, source="--set " + " ".join(overrides))
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read ``path`` (following ``_base_``), apply ``overrides`` and validate.
+
+    A relative ``data.root`` is taken relative to the project folder (the one holding
+    ``configs/``), so runs started from any working directory find the same data.
+    """
+    path = Path(path)
+    raw = _load_tree(path)
+    raw = _apply_raw(raw, overrides, built=False)
+    source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    raw.setdefault("name", path.stem)
+    cfg = config_from_dict(raw, source=source)
+    root = Path(os.path.expanduser(cfg.data.root))
+    if not root.is_absolute():
+        cfg.data.root = str(_project_root(path) / root)
+    return cfg
+
+
+def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML (atomically: temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes 0600; this is an ordinary file
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,66 @@
+"""python -m rrid: help texts, --set overrides, train then eval a checkpoint."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rrid.__main__ import main
+from rrid.config import load_config
+from rrid.train import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "configs" / "quick" / "ours_s.yaml"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rrid", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command, expected", [
+    ((), ["train", "eval", "synth", "export", "COMMAND --help"]),
+    (("train",), ["--config", "--out", "--resume", "--set KEY=VALUE", "train.epochs=10", "torchrun", "last.pt", "best.pt"]),
+    (("eval",), ["--config", "--checkpoint", "--json", "--set KEY=VALUE", "mAP"]),
+    (("synth",), ["out", "--seed", "--train-ids"]),
+    (("export",), ["--checkpoint", "--config", "--out", "onnx"]),
+])
+def test_help_of_each_command(command, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for text in expected:
+        assert text.lower() in out.lower(), (text, out)
+
+
+def test_bad_override_is_a_clear_error():
+    """Through the real entry point, ``python -m rrid``."""
+    done = run_cli("train", "--config", str(QUICK), "--set", "train.epoch=1")
+    assert done.returncode != 0
+    assert "unknown key 'train.epoch'" in done.stderr and "Did you mean 'train.epochs'" in done.stderr
+
+
+def test_train_with_overrides_then_eval_checkpoint(tmp_path, capsys):
+    sets = [f"data.root={tmp_path / 'synth'}", "data.synthetic={num_train_ids: 12, num_test_ids: 12, images_per_id: 5}",
+            "data.p=4", "data.k=4", "train.epochs=1", "train.num_threads=1", "train.log_every=1"]
+    args = ["--config", str(QUICK)] + [x for s in sets for x in ("--set", s)]
+    assert main(["train", *args, "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    trained = capsys.readouterr().out
+    saved = load_config(tmp_path / "run" / "config.yaml")                    # the overrides reached the run
+    assert (saved.train.epochs, saved.data.p, saved.model.feature_dim) == (1, 4, 1792)
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ckpt["config"]["data"]["synthetic"]["num_train_ids"] == 12
+
+    assert main(["eval", *args, "--checkpoint", str(tmp_path / "run" / "best.pt"), "--json", str(tmp_path / "m.json")]) == 0
+    evaluated = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    fit_eval = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert fit_eval["kind"] == "eval" and metrics["mAP"] == pytest.approx(fit_eval["mAP"], abs=1e-9)
+    assert metrics["rank1"] == pytest.approx(fit_eval["rank1"], abs=1e-9)
+    assert f"mAP={100 * metrics['mAP']:.1f}" in evaluated and f"mAP={100 * metrics['mAP']:.1f}" in trained
+
+    other = ROOT / "configs" / "quick" / "row01.yaml"                         # a checkpoint of another model
+    with pytest.raises(SystemExit, match="does not fit the model"):
+        main(["eval", "--config", str(other), *args[2:], "--checkpoint", str(tmp_path / "run" / "best.pt")])
