@@ -1,4 +1,4 @@
-"""Command line: ``python -m rrid train | eval | synth | export`` (also installed as ``rrid``)."""
+"""Command line: ``python -m rrid train | eval | synth | export | prepare`` (also installed as ``rrid``)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
                    description="Forwarded to rrid.data.synthetic; run `python -m rrid synth --help`.")
     sub.add_parser("export", help="export a trained model to ONNX", add_help=False,
                    description="Forwarded to rrid.export; run `python -m rrid export --help`.")
+
+    p = sub.add_parser("prepare", help="check and unpack a data set archive you downloaded", formatter_class=raw,
+                       description="Verify the checksum of a Market-1501 archive (a local file or a URL), "
+                                   "unpack it safely (no member may escape the target folder) and check the "
+                                   "folder tree, so that `Market1501(root)` and the configs find it.",
+                       epilog="example:\n  python -m rrid prepare market1501 --source "
+                              "~/Downloads/Market-1501-v15.09.15.zip --root data/market1501")
+    p.add_argument("dataset", choices=["market1501"], help="which data set")
+    p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip")
+    p.add_argument("--root", default="data/market1501", help="target folder (default: data/market1501)")
+    p.add_argument("--md5", default=None,
+                   help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a)")
     return parser
 
 
@@ -131,6 +143,14 @@ def _eval(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    from rrid.data.download import MARKET1501_MD5, prepare_market1501
+
+    root = prepare_market1501(args.source, args.root, md5=args.md5 or MARKET1501_MD5)
+    print(f"Market-1501 is ready in {root}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "synth":
@@ -143,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     from rrid.config import ConfigError
     from rrid.train import CheckpointError
 
+    from rrid.data import DatasetError
+
+    commands = {"train": _train, "eval": _eval, "prepare": _prepare}
     try:
-        return _train(args) if args.command == "train" else _eval(args)
-    except (ConfigError, CheckpointError) as e:     # bad input: one clear line, no traceback
+        return commands[args.command](args)
+    except (ConfigError, CheckpointError, DatasetError) as e:   # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

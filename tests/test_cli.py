@@ -64,3 +64,42 @@ def test_train_with_overrides_then_eval_checkpoint(tmp_path, capsys):
     other = ROOT / "configs" / "quick" / "row01.yaml"                         # a checkpoint of another model
     with pytest.raises(SystemExit, match="does not fit the model"):
         main(["eval", "--config", str(other), *args[2:], "--checkpoint", str(tmp_path / "run" / "best.pt")])
+
+
+def _market_zip(tmp_path: Path) -> Path:
+    """A tiny archive in the layout of Market-1501-v15.09.15.zip (two ids, two cameras)."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 128), (120, 80, 40)).save(buf, format="JPEG")
+    names = {"bounding_box_train": ["0002_c1s1_000451_01.jpg", "0002_c2s1_000551_01.jpg"],
+             "query": ["0007_c1s1_000101_01.jpg"],
+             "bounding_box_test": ["0007_c2s1_000201_01.jpg", "0000_c1s1_000001_01.jpg"]}
+    archive = tmp_path / "Market-1501-v15.09.15.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for folder, files in names.items():
+            for name in files:
+                zf.writestr(f"Market-1501-v15.09.15/{folder}/{name}", buf.getvalue())
+    return archive
+
+
+def test_prepare_checks_the_md5_then_unpacks(tmp_path, capsys):
+    import hashlib
+
+    from rrid.data import Market1501
+
+    archive = _market_zip(tmp_path)
+    root = tmp_path / "market1501"
+    # the published md5 is for the real archive: this one must be refused, and nothing written
+    assert main(["prepare", "market1501", "--source", str(archive), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert str(archive) in err and "65005ab7d12ec1c44de4eeafe813e68a" in err
+    assert not root.exists()
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    assert main(["prepare", "market1501", "--source", str(archive), "--root", str(root), "--md5", md5]) == 0
+    data = Market1501(root)
+    assert (len(data.train), len(data.query), len(data.gallery)) == (2, 1, 2)
+    assert data.num_train_ids == 1
