@@ -200,6 +200,7 @@ def quick_model(row: int = 13, epochs: int | None = None):
 
     import rrid
     from rrid.config import load_config
+    from rrid.files import atomic_path
     from rrid.train import load_model
 
     overrides = [f"train.epochs={epochs}"] if epochs is not None else []
@@ -219,9 +220,8 @@ def quick_model(row: int = 13, epochs: int | None = None):
         try:
             if not done.is_file():
                 result = rrid.fit(config, out_dir=cache / f"{tag}-run", progress=False)
-                tmp = cache / f".{tag}.pt.tmp"
-                shutil.copyfile(result.last_checkpoint, tmp)
-                os.replace(tmp, done)
+                with atomic_path(done) as tmp:
+                    shutil.copyfile(result.last_checkpoint, tmp)
         finally:
             lock.unlink(missing_ok=True)
     return load_model(done), config

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
+from rrid.files import atomic_write
 from rrid.model import RRIDConfig
 
 __all__ = [
@@ -407,20 +407,6 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Exper
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML (atomically: temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes 0600; this is an ordinary file
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path) as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    return Path(path)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from rrid.files import atomic_path
 
 __all__ = ["export_onnx", "cli"]
 
@@ -32,18 +32,11 @@ def export_onnx(model: torch.nn.Module, path, input_size=(384, 128), opset: int 
     model = copy.deepcopy(model).cpu().float().eval()
     x = torch.randn(2, 3, height, width)
     dynamic = {"images": {0: "batch"}, "embeddings": {0: "batch"}} if batch_dynamic else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.onnx.export(model, (x,), tmp, input_names=["images"], output_names=["embeddings"],
+    with atomic_path(path) as tmp:
+        torch.onnx.export(model, (x,), str(tmp), input_names=["images"], output_names=["embeddings"],
                           dynamic_axes=dynamic, opset_version=opset, dynamo=False)
         if check:
             _check_parity(model, tmp, height, width)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -44,6 +44,7 @@ from torch import nn
 
 from rrid.callbacks import Callback
 from rrid.config import ExperimentConfig, config_from_dict, config_to_dict, load_config, save_config
+from rrid.files import atomic_write
 from rrid.losses import RRIDLoss
 from rrid.model import RRID, param_groups
 
@@ -52,8 +53,6 @@ __all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "Checkpoint
            "seed_everything"]
 
 CHECKPOINT_FORMAT = 1
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 LOSS_PARTS = ("total", "triplet", "ce", "acc")
 
 
@@ -233,26 +232,9 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
 
     A crash at any point leaves either the old file or the new one, never half of one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):          # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -316,9 +298,8 @@ class _RunLog:
                 record = json.loads(line)
                 if record.get("step", 0) <= step:
                     kept.append(line)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as f:
+            f.write("".join(line + "\n" for line in kept))
 
     def history(self) -> list[dict]:
         if not self.enabled or not self.path.exists():
