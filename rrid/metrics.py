@@ -20,12 +20,20 @@ Two implementations give the same numbers (to 1e-6, tested):
 * :func:`evaluate_ranking` never sorts a row. The protocol only needs ``r_i``, and the rank of
   a match is the number of valid gallery entries that come before it: those with a smaller
   distance, plus those with an equal distance and a smaller index. With the match distances
-  ``t_1 <= ... <= t_M`` of a query, one vectorised comparison per match over a chunk of
-  queries counts the entries below each ``t_i``; the few removed (same pid, same camera)
-  entries below it are subtracted. An exact tie between a match and a non-matching entry is
-  rare with real features; a second counting pass finds the rows where it happens and only
-  those rows are ranked by a stable sort. This costs about a third of one ``numpy.argsort``
-  of the distance matrix (``benchmarks/metrics.py``).
+  ``t_1 <= ... <= t_M`` of a query at gallery indices ``g_1, ..., g_M``,
+
+      r_i = #{k : d_k < t_i} - #{removed k : d_k < t_i}
+            + #{k < g_i : d_k = t_i} - #{removed k < g_i : d_k = t_i}
+
+  Over a chunk of queries whose boolean masks fit in the CPU cache (about 1 MiB), one
+  broadcast comparison ``d < t`` gives all the first counts at once (counted eight bytes at a
+  time with a popcount), and a second, ``d == t``, finds the rare ``t_i`` that an entry other
+  than a match ties with; only for those is the third term counted directly, elsewhere it is
+  the number of earlier matches with the same distance. The removed (same pid, same camera)
+  entries are a few per query and compared directly. On the Market-size problem of
+  ``benchmarks/metrics.py`` this takes 0.25-0.3 of the time of one ``numpy.argsort`` of
+  the distance matrix (0.86-0.92 s against 2.9-3.6 s on a shared 2-core machine), with
+  2.3 MiB of extra memory.
 
 Both accept numpy arrays or torch tensors; tensors (CPU or CUDA) are moved to CPU numpy
 first, since the counting is memory-bound and the ranking is done once per evaluation.
@@ -60,7 +68,7 @@ def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
     if np.issubdtype(distmat.dtype, np.floating):
         if distmat.dtype.itemsize < 4:  # float16: widen exactly
             distmat = distmat.astype(np.float32)
-        if np.isnan(distmat).any():
+        if distmat.size and np.isnan(np.min(distmat)):  # min is NaN iff any entry is
             raise ValueError("distmat: contains NaN; expected finite or infinite distances")
     if int(max_rank) < 1:
         raise ValueError(f"max_rank: expected a positive integer, got {max_rank}")
@@ -120,17 +128,17 @@ def evaluate_ranking_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_
 
 
 def evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
-                     chunk: int = 32) -> dict:
+                     chunk: int | None = None) -> dict:
     """Market-1501 CMC / mAP / mINP without sorting the rows (same result as the reference).
 
     For a query with matches at distances ``t_1 <= ... <= t_M`` (equal distances in gallery
-    order), the 0-based rank of match ``i`` among the valid entries is
+    order) and gallery indices ``g_i``, the 0-based rank of match ``i`` among the valid entries is
 
-        r_i = #{k : d_k < t_i} - #{removed k : d_k < t_i} + #{matches before i with d = t_i}
+        r_i = #{valid k : d_k < t_i} + #{valid k < g_i : d_k = t_i}
 
-    as long as no valid non-matching entry has a distance exactly equal to ``t_i``; rows where
-    one does are ranked by a stable sort instead. ``chunk`` queries are counted at a time, so
-    the extra memory is ``chunk * num_gallery`` bytes plus small arrays.
+    (see the module docstring for how it is counted). ``chunk`` queries are counted at a time;
+    by default as many as keep the ``chunk * M * num_gallery`` bytes of comparison masks near
+    1 MiB, so the extra memory is a few MiB whatever the size of the problem.
     """
     distmat, q_pids, g_pids, q_camids, g_camids, max_rank = _check_inputs(
         distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
@@ -151,27 +159,51 @@ def evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int 
     first = np.full(num_q, -1)
     queries = np.flatnonzero(n_match)
     queries = queries[np.argsort(n_match[queries], kind="stable")]  # similar M in a chunk
-    mask = np.empty((chunk, num_g), dtype=bool)
-    for s in range(0, len(queries), chunk):
-        qs = queries[s:s + chunk]
-        ranks, tied = _match_ranks_by_counting(distmat, qs, by_pid, start, n_same, n_match,
-                                               g_camids, q_camids, mask[:len(qs)])
-        for row, q in enumerate(qs):
-            m = n_match[q]
-            r = ranks[row, :m] if not tied[row] else _ranks_by_sorting(
-                distmat[q], q_pids[q], q_camids[q], g_pids, g_camids)
-            r = r.astype(np.float64)
-            all_AP[q] = np.mean(np.arange(1, m + 1) / (r + 1))
-            all_INP[q] = m / (r[-1] + 1)
-            first[q] = r[0]
+    # One byte per (query, match, gallery entry), padded to whole 8-byte words for popcount.
+    padded_g = -(-num_g // 8) * 8
+    buffer = np.empty(0, dtype=bool)
+    s = 0
+    while s < len(queries):
+        if chunk:
+            rows = int(chunk)
+        else:  # the most queries whose masks fit in _MASK_BYTES (M grows along `queries`)
+            upto = queries[s:s + max(1, _MASK_BYTES // padded_g)]
+            fits = np.arange(1, len(upto) + 1) * n_match[upto] * padded_g <= _MASK_BYTES
+            rows = max(1, int(np.count_nonzero(fits)))
+        qs = queries[s:s + rows]
+        m_max = int(n_match[qs[-1]])
+        if buffer.size < len(qs) * m_max * padded_g:
+            buffer = np.empty(len(qs) * m_max * padded_g, dtype=bool)
+        mask = buffer[:len(qs) * m_max * padded_g].reshape(len(qs), m_max, padded_g)
+        ranks, valid = _match_ranks_by_counting(distmat, qs, by_pid, start, n_same, n_match,
+                                                g_camids, q_camids, mask)
+        m = n_match[qs]
+        r = ranks.astype(np.float64) + 1  # 1-based ranks
+        all_AP[qs] = np.where(valid, np.arange(1, m_max + 1) / r, 0).sum(axis=1) / m
+        all_INP[qs] = m / r[np.arange(len(qs)), m - 1]
+        first[qs] = ranks[:, 0]
+        s += len(qs)
     return _finish(all_AP, all_INP, first, max_rank)
 
 
+_MASK_BYTES = 1 << 20  # comparison masks of a chunk: small enough to stay in the CPU cache
+
+
+def _count_below(d, t, op, mask):
+    """``#{k : op(d[c, k], t[c, i])}`` for every row ``c`` and threshold ``i`` in one pass:
+    the boolean masks are written into ``mask`` (padding bytes kept False) and counted eight
+    bytes at a time with a popcount."""
+    num_g = d.shape[1]
+    mask[:, :, num_g:] = False
+    op(d[:, None, :], t[:, :, None], out=mask[:, :, :num_g])
+    return np.bitwise_count(mask.view(np.uint64)).sum(axis=-1, dtype=np.int64)
+
+
 def _match_ranks_by_counting(distmat, qs, by_pid, start, n_same, n_match, g_camids, q_camids, mask):
-    """Ranks ``r_i`` of the matches of queries ``qs`` (padded to the largest M) and a flag per
-    query that is True where a valid non-match ties with a match (rank those by sorting)."""
+    """0-based ranks ``r_i`` of the matches of queries ``qs`` (padded to the largest M) and
+    which of the padded slots are real matches."""
     d = distmat[qs]  # (c, G)
-    c, k_max = len(qs), int(n_same[qs].max())
+    k_max = int(n_same[qs].max())
     slot = np.arange(k_max)
     present = slot < n_same[qs, None]
     same = by_pid[np.minimum(start[qs, None] + slot, len(by_pid) - 1)]  # (c, K) gallery indices
@@ -181,26 +213,30 @@ def _match_ranks_by_counting(distmat, qs, by_pid, start, n_same, n_match, g_cami
 
     # t_1 <= ... <= t_M: matches first, by distance, equal distances in gallery order.
     perm = np.lexsort((v, ~is_match), axis=1)
-    m_max = int(n_match[qs].max())
+    m_max = mask.shape[1]
     t = np.take_along_axis(v, perm, axis=1)[:, :m_max]
     t_valid = np.take_along_axis(is_match, perm, axis=1)[:, :m_max]
+    g_t = np.take_along_axis(same, perm, axis=1)[:, :m_max]  # gallery index of each match
 
-    below = np.empty((c, m_max), dtype=np.int64)  # #{k : d_k <  t_i}
-    equal = np.empty((c, m_max), dtype=np.int64)  # #{k : d_k == t_i}
-    for i in range(m_max):
-        np.less(d, t[:, i:i + 1], out=mask)
-        below[:, i] = np.count_nonzero(mask, axis=1)
-        np.equal(d, t[:, i:i + 1], out=mask)
-        equal[:, i] = np.count_nonzero(mask, axis=1)
+    below = _count_below(d, t, np.less, mask)   # #{k : d_k <  t_i}
+    equal = _count_below(d, t, np.equal, mask)  # #{k : d_k == t_i}
 
-    removed_below = ((v[:, :, None] < t[:, None, :]) & removed[:, :, None]).sum(1)
-    removed_equal = ((v[:, :, None] == t[:, None, :]) & removed[:, :, None]).sum(1)
-    same_t = (t[:, :, None] == t[:, None, :]) & t_valid[:, :, None] & t_valid[:, None, :]
-    matches_equal = same_t.sum(1)                                   # matches with d = t_i
-    matches_equal_before = np.triu(same_t, k=1).sum(1)              # ... earlier in the order
+    # The same-identity entries (a few per row) against every t_i.
+    v_lt, v_eq = v[:, :, None] < t[:, None, :], v[:, :, None] == t[:, None, :]
+    v_before = same[:, :, None] < g_t[:, None, :]
+    removed_below = (v_lt & removed[:, :, None]).sum(1)
+    removed_equal = (v_eq & removed[:, :, None]).sum(1)
+    removed_equal_before = (v_eq & v_before & removed[:, :, None]).sum(1)
+    matches_equal = (v_eq & is_match[:, :, None]).sum(1)
+    matches_equal_before = (v_eq & v_before & is_match[:, :, None]).sum(1)
     ranks = below - removed_below + matches_equal_before
-    tied = ((equal - removed_equal - matches_equal) > 0) & t_valid
-    return ranks, tied.any(axis=1)
+
+    # Where a valid non-match has d_k = t_i too (rare with real features), count the entries
+    # with d_k = t_i before the match in the gallery directly.
+    for row, i in zip(*np.nonzero(t_valid & (equal - removed_equal - matches_equal > 0))):
+        equal_before = np.count_nonzero(d[row, :g_t[row, i]] == t[row, i])
+        ranks[row, i] = below[row, i] - removed_below[row, i] + equal_before - removed_equal_before[row, i]
+    return ranks, t_valid
 
 
 def cuhk03_single_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,

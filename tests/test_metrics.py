@@ -55,6 +55,17 @@ def test_market_like_problem_equals_reference():
                 evaluate_ranking_reference(d, q_pids, g_pids, q_cams, g_cams))
 
 
+def test_match_tied_with_non_match_and_removed_entries():
+    # query pid 1, cam 0; many exact ties at 0.5 between matches, removed entries, others
+    g_pids = np.array([1, 2, 1, 1, 3, 1, 0, 1, 2, 1])
+    g_cams = np.array([1, 1, 0, 2, 1, 0, 1, 3, 1, 1])
+    d = np.array([[0.5, 0.5, 0.5, 0.2, 0.5, 0.5, 0.1, 0.5, 0.9, 0.5]], dtype=np.float32)
+    for dm in (d, d.astype(np.float64), -d, np.zeros_like(d)):
+        for chunk in (None, 1):
+            assert_same(evaluate_ranking(dm, [1], g_pids, [0], g_cams, max_rank=5, chunk=chunk),
+                        evaluate_ranking_reference(dm, [1], g_pids, [0], g_cams, max_rank=5))
+
+
 def test_hand_made_ranking():
     # one query (pid 1, cam 0); gallery sorted by distance already:
     # rank:     0  1  2  3  4  5
