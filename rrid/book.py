@@ -1,7 +1,8 @@
 """Small helpers that every chapter of the book shares.
 
-A chapter starts with the same first cell (``FIRST_CELL``): it installs ``rrid`` when it is
-missing (Colab), then calls :func:`setup` and :func:`banner`. Everything else here answers
+A chapter starts with the same first cell (``FIRST_CELL``): when ``rrid`` is missing (Colab),
+it clones the repository and installs it in editable mode, so that ``configs/`` and ``data/``
+are there as in a local checkout; then it calls :func:`setup` and :func:`banner`. Everything else here answers
 one question a chapter would otherwise answer again and again:
 
 * which mode runs (:func:`mode`, :func:`quick_input_size`),
@@ -31,9 +32,11 @@ MODES = ("quick", "full")
 # ``{url}`` is ``repository.url`` from ``_config.yml``, the one place the URL is written.
 FIRST_CELL = """\
 # Install rrid when it is missing (e.g. on Colab), then pick the mode: RRID_MODE=quick|full
-import importlib.util
-if importlib.util.find_spec("rrid") is None:
-    %pip install -q "rrid[book] @ git+{url}"
+import importlib.util, os, sys
+if importlib.util.find_spec("rrid") is None:  # the whole project: package, configs/, data/
+    !git clone -q --depth 1 {url} rrid-book
+    %pip install -q -e "./rrid-book[book]"
+    sys.path.insert(0, os.path.abspath("rrid-book"))
 import rrid.book
 rrid.book.setup()
 rrid.book.banner()"""

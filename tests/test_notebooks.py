@@ -75,7 +75,7 @@ def test_first_cell_installs_rrid_from_the_configured_repository(path):
     assert code, f"{path.name} has no code cell"
     first = source(code[0])
     url = CONFIG["repository"]["url"]
-    found = re.search(r'git\+(\S+?)"', first)
+    found = re.search(r"git clone -q --depth 1 (\S+) ", first)
     assert found and found.group(1) == url, f"{path.name}: the install URL must equal _config.yml's repository.url ({url})"
     assert first == book.FIRST_CELL.format(url=url), f"{path.name}: the first code cell must be rrid.book.FIRST_CELL"
 
@@ -123,10 +123,11 @@ def test_chapters_reads_every_level_of_the_toc(tmp_path):
 def test_first_cell_runs_pip_only_when_rrid_is_missing():
     cell = book.FIRST_CELL.format(url="https://example.org/x")
     lines = cell.splitlines()
-    pip = next(i for i, line in enumerate(lines) if "%pip install" in line)
-    assert lines[pip - 1].startswith("if ") and "find_spec(\"rrid\") is None" in lines[pip - 1]
-    assert lines[pip].startswith("    "), "the install is inside the if"
-    assert '"rrid[book] @ git+https://example.org/x"' in lines[pip]
+    clone = next(i for i, line in enumerate(lines) if "git clone" in line)
+    assert lines[clone - 1].startswith("if ") and "find_spec(\"rrid\") is None" in lines[clone - 1]
+    assert all(line.startswith("    ") for line in lines[clone:clone + 3]), "clone, install and path: only when missing"
+    assert "git clone -q --depth 1 https://example.org/x rrid-book" in lines[clone]
+    assert '%pip install -q -e "./rrid-book[book]"' in lines[clone + 1]
 
 
 def test_mode_reads_rrid_mode(monkeypatch):
