@@ -45,6 +45,7 @@ import torch.nn.functional as F
 import rrid
 from rrid.config import load_config
 from rrid.evaluation import extract_features
+from rrid.files import atomic_write
 from rrid.metrics import evaluate_ranking
 from rrid.model import TABLE2
 from rrid.train import build_dataset, load_model
@@ -125,18 +126,10 @@ def write_csv(path: Path, columns: list[str], lines: list[dict]) -> None:
     def fmt(v):
         return f"{v:.2f}" if isinstance(v, float) else str(v)
     lines = sorted(lines, key=lambda d: (int(d["row"]), int(d["seed"])))  # stable: blocks keep their order
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({c: fmt(d[c]) for c in columns} for d in lines)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({c: fmt(d[c]) for c in columns} for d in lines)
 
 
 def summary(lines: list[dict]) -> str:

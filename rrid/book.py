@@ -176,7 +176,9 @@ def synthetic(seed: int = 0) -> Path:
 
 
 def cache_dir() -> Path:
-    """Where chapters share trained quick-mode models: ``<repo>/_build/.rrid-cache``."""
+    """Where chapters share trained quick-mode models: ``$RRID_CACHE``, else ``<repo>/_build/.rrid-cache``."""
+    if os.environ.get("RRID_CACHE"):
+        return Path(os.environ["RRID_CACHE"])
     return _writable_dir(ROOT / "_build" / ".rrid-cache", Path.home() / ".cache" / "rrid" / "models")
 
 

@@ -367,7 +367,7 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
     out_dir   run folder: config.yaml, metrics.jsonl, last.pt, best.pt (default:
               ``config.train.out_dir``, else a new temporary folder)
     callbacks ``rrid.Callback`` objects (``rrid.LivePlot`` draws the curves)
-    resume    continue from ``out_dir/last.pt``
+    resume    continue from ``out_dir/last.pt`` (a new run when there is none yet)
     device    overrides ``config.train.device`` ("cpu", "cuda", "cuda:1", ...)
 
     Raises ``NonFiniteLossError`` naming the step when the loss is NaN or infinite; the
@@ -391,7 +391,9 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
             out_dir = box[0]
         out = Path(out_dir)
         last_path, best_path = out / "last.pt", out / "best.pt"
-        ckpt = load_checkpoint(last_path) if resume else None
+        ckpt = load_checkpoint(last_path) if resume and last_path.exists() else None
+        if resume and ckpt is None and rank == 0:   # the first session of a run started with --resume
+            print(f"no checkpoint in {out} yet: starting a new run there")
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / "config.yaml")

@@ -99,7 +99,8 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, tiny_cfg):
     build_dataset(cfg)                                   # generate the data outside the timed run
     killed = tmp_path / "killed"
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "rrid", "train", "--config", str(QUICK), "--out", str(killed)]
+    # --resume on an empty folder starts a new run (the Colab recipe: the same command every session)
+    cmd = [sys.executable, "-m", "rrid", "train", "--config", str(QUICK), "--out", str(killed), "--resume"]
     for item in tiny_overrides(Path(cfg.data.root).parent, **{"train.checkpoint_every_steps": 1}):
         cmd += ["--set", item]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
