@@ -149,6 +149,9 @@ def rerank(q: torch.Tensor, g: torch.Tensor, k1: int = 20, k2: int = 6, lambda_:
     return (1 - lambda_) * d_j + lambda_ * d[:num_q, num_q:]
 
 
+_rerank = rerank  # ``evaluate`` has a flag of the same name
+
+
 def evaluate(model, data, height=None, width=None, flip: bool = True, rerank: bool = False,
              metric: str = "euclidean", batch_size: int = 64, workers: int = 0, device=None,
              amp=None, progress: bool = True):
@@ -171,7 +174,7 @@ def evaluate(model, data, height=None, width=None, flip: bool = True, rerank: bo
     kw = dict(flip=flip, normalize=True, amp=amp, device=device, progress=progress)
     qf, gf = extract_features(model, q_loader, **kw), extract_features(model, g_loader, **kw)
     if rerank:
-        distmat = globals()["rerank"](qf.feats, gf.feats)
+        distmat = _rerank(qf.feats, gf.feats)
     else:
         distmat = pairwise_distance(qf.feats, gf.feats, metric=metric)
     metrics = evaluate_ranking(distmat, qf.pids, gf.pids, qf.camids, gf.camids)
