@@ -28,6 +28,12 @@ MIN_FIGURES = {
     "book/01_reid_task": 4,
     "book/02_backbone": 2,
     "book/03_stripe_pooling": 3,
+    "book/04_relation_module": 3,
+    "book/05_gcp": 3,
+    "book/06_losses_sampling": 4,
+    "book/07_training": 1,
+    "book/08_evaluation": 7,
+    "book/09_ablations": 3,
     "book/10_beyond": 1,
 }
 
