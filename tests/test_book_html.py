@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
 
-# The least number of figures each chapter must show in quick mode (stubs and the preface: 0).
+# The least number of figures each chapter must show in quick mode (the preface: 0).
 MIN_FIGURES = {
     "book/01_reid_task": 4,
     "book/02_backbone": 2,
