@@ -5,27 +5,16 @@
 Tests that use it skip with a reason on a fresh clone that lacks it.
 """
 
-import os
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+import rrid.book
 
-
-def market_mini_path():
-    env = os.environ.get("RRID_MARKET_MINI")
-    candidates = [Path(env)] if env else []
-    candidates += [ROOT.parent / "shared" / "data" / "market1501-mini", ROOT / "data" / "market1501-mini"]
-    for c in candidates:
-        if (c / "bounding_box_train").is_dir():
-            return c
-    return None
 
 
 @pytest.fixture(scope="session")
 def market_mini():
-    path = market_mini_path()
+    path = rrid.book.market_mini()
     if path is None:
         pytest.skip("needs market1501-mini (../shared/data/market1501-mini or $RRID_MARKET_MINI); absent on a fresh clone")
     return path
