@@ -32,7 +32,7 @@ MIN_FIGURES = {
     "book/05_gcp": 3,
     "book/06_losses_sampling": 4,
     "book/07_training": 1,
-    "book/08_evaluation": 7,
+    "book/08_evaluation": 6,
     "book/09_ablations": 3,
     "book/10_beyond": 1,
 }
