@@ -141,9 +141,12 @@ def market_mini() -> Path | None:
     """The market1501-mini folder (854 real Market-1501 crops), or None when absent.
 
     Looked for in ``$RRID_MARKET_MINI``, ``../shared/data/market1501-mini`` beside the
-    repository, then ``data/market1501-mini`` inside it.
+    repository, then ``data/market1501-mini`` inside it. ``RRID_MARKET_MINI=none`` hides it
+    (to see the book as a fresh clone without it shows it).
     """
     env = os.environ.get("RRID_MARKET_MINI")
+    if env and env.lower() == "none":
+        return None
     candidates = [Path(env)] if env else []
     candidates += [ROOT.parent / "shared" / "data" / "market1501-mini", ROOT / "data" / "market1501-mini"]
     for path in candidates:

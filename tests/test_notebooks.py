@@ -156,6 +156,12 @@ def test_market_mini_follows_the_environment(monkeypatch, tmp_path):
     assert book.market_mini() is None, "a folder without bounding_box_train is not the data set"
     (tmp_path / "bounding_box_train").mkdir()
     assert book.market_mini() == tmp_path
+    monkeypatch.setattr(book, "ROOT", tmp_path / "repo")
+    (tmp_path / "repo" / "data" / "market1501-mini" / "bounding_box_train").mkdir(parents=True)
+    monkeypatch.setenv("RRID_MARKET_MINI", "none")
+    assert book.market_mini() is None, "RRID_MARKET_MINI=none hides every copy"
+    monkeypatch.delenv("RRID_MARKET_MINI")
+    assert book.market_mini() == tmp_path / "repo" / "data" / "market1501-mini"
 
 
 def test_setup_seeds_everything(monkeypatch):
