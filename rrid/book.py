@@ -19,7 +19,6 @@ Two modes, one switch (``RRID_MODE``):
 from __future__ import annotations
 
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -92,23 +91,16 @@ def setup(seed: int = 0) -> str:
     Inside a notebook it also selects the inline matplotlib backend, so figures appear even
     when ``MPLBACKEND=Agg`` is exported (as the Makefile does for scripts).
     """
-    import numpy as np
     import torch
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    from rrid import viz
+    from rrid.train import seed_everything
+
+    seed_everything(seed)
     if mode() == "quick":
         torch.set_num_threads(min(2, os.cpu_count() or 1))
     _inline_figures()
-    try:
-        from rrid import viz
-
-        viz.use_style()
-    except (ImportError, AttributeError):
-        import seaborn as sns
-
-        sns.set_theme(style="whitegrid", context="notebook")
+    viz.use_style()
     return mode()
 
 
@@ -171,11 +163,7 @@ def synthetic(seed: int = 0) -> Path:
 
     name = "synthetic" if seed == 0 else f"synthetic-seed{seed}"
     out = _writable_dir(ROOT / "data" / name, Path.home() / ".cache" / "rrid" / name)
-    if hasattr(synth, "ensure"):
-        return Path(synth.ensure(out, seed=seed))
-    if not (out / "bounding_box_train").is_dir():
-        synth.generate(out, seed=seed)
-    return out
+    return Path(synth.ensure(out, seed=seed))
 
 
 def cache_dir() -> Path:
