@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -109,19 +108,16 @@ def _format_metrics(m: dict) -> str:
 
 def _eval(args) -> int:
     from rrid.config import load_config
-    from rrid.data import build_loaders
     from rrid.evaluation import evaluate
+    from rrid.files import atomic_write
     from rrid.model import RRID
-    from rrid.train import _pick_device, _summary, build_dataset, load_checkpoint
+    from rrid.train import _pick_device, _summary, build_dataset, build_run_loaders, load_checkpoint
 
     cfg = load_config(args.config, args.overrides)
     ckpt = load_checkpoint(args.checkpoint)
     device = _pick_device(args.device or cfg.train.device, 0)
     dataset = build_dataset(cfg)
-    d = cfg.data
-    loaders = build_loaders(dataset, height=d.height, width=d.width, p=d.p, k=d.k, epoch_length=d.epoch_length,
-                            seed=cfg.train.seed, workers=d.workers, cache=d.cache, rank=0, world_size=1,
-                            test_batch_size=d.test_batch_size, pin_memory=device.type == "cuda", erasing=d.erasing)
+    loaders = build_run_loaders(cfg, dataset, device)
     cfg.model.pretrained = False                              # the weights come from the checkpoint
     num_classes = ckpt.get("num_classes", dataset.num_train_ids)
     model = RRID(cfg.model, num_classes)
@@ -137,9 +133,8 @@ def _eval(args) -> int:
     metrics = _summary(raw)
     print(_format_metrics(metrics))
     if args.json:
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2))
-        tmp.replace(args.json)
+        with atomic_write(args.json) as f:
+            json.dump(metrics, f, indent=2)
     return 0
 
 

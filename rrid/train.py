@@ -49,7 +49,7 @@ from rrid.losses import RRIDLoss
 from rrid.model import RRID, param_groups
 
 __all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "CheckpointError",
-           "build_dataset", "build_model", "save_checkpoint", "load_checkpoint", "load_model", "batch_seed",
+           "build_dataset", "build_model", "build_run_loaders", "save_checkpoint", "load_checkpoint", "load_model", "batch_seed",
            "seed_everything"]
 
 CHECKPOINT_FORMAT = 1
@@ -125,6 +125,16 @@ def hold_out_ids(dataset, n: int) -> _Split:
     train = [r for r in dataset.train if r.pid < keep]
     val = [r for r in dataset.train if r.pid >= keep]
     return _Split(train, dataset.query, dataset.gallery, keep, val)
+
+
+def build_run_loaders(cfg: ExperimentConfig, dataset, device: torch.device, rank: int = 0, world: int = 1):
+    """The train / query / gallery loaders of a run, as ``cfg.data`` describes them."""
+    from rrid.data import build_loaders
+
+    d = cfg.data
+    return build_loaders(dataset, height=d.height, width=d.width, p=d.p, k=d.k, epoch_length=d.epoch_length,
+                         seed=cfg.train.seed, workers=d.workers, cache=d.cache, rank=rank, world_size=world,
+                         test_batch_size=d.test_batch_size, pin_memory=device.type == "cuda", erasing=d.erasing)
 
 
 def build_model(cfg: ExperimentConfig, num_classes: int) -> RRID:
@@ -375,7 +385,6 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
     """
     from tqdm.auto import tqdm
 
-    from rrid.data import build_loaders
     from rrid.evaluation import evaluate
 
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
@@ -409,10 +418,7 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
                 dist.barrier()
                 dataset = build_dataset(cfg) if rank != 0 else dataset
             d = cfg.data
-            loaders = build_loaders(dataset, height=d.height, width=d.width, p=d.p, k=d.k,
-                                    epoch_length=d.epoch_length, seed=t.seed, workers=d.workers, cache=d.cache,
-                                    rank=rank, world_size=world, test_batch_size=d.test_batch_size,
-                                    pin_memory=device.type == "cuda", erasing=d.erasing)
+            loaders = build_run_loaders(cfg, dataset, device, rank, world)
             sampler, generator = loaders.sampler, getattr(loaders.train, "generator", None)
 
             model = build_model(cfg, dataset.num_train_ids).to(device, memory_format=memory_format)
