@@ -7,9 +7,9 @@ either the old file or the new one, never a mix.
 
 Folders (the synthetic set, unpacked archives) are built in :func:`temp_dir` beside the
 target and moved there by :func:`move_into_place`. Their temp names embed the writer's
-process id and host (:func:`temp_prefix`), so that after a ``kill -9`` the next writer can
-tell its own stale leftovers from another process's work in progress and remove them
-(:func:`remove_stale_temps`).
+process id, start time and host (:func:`temp_prefix`), so that after a ``kill -9`` the next
+writer can tell a dead process's leftovers from another process's work in progress and
+remove them (:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -76,12 +76,28 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc); "" if it does not run or no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    return data[data.rindex(b")") + 2:].split()[19].decode()  # field 22 of proc(5); fields start at 3 here
+
+
 def temp_prefix(name: str) -> str:
-    """``".NAME.<pid>@<host>."``: the start of every temp name this process uses for ``NAME``."""
-    return f".{name}.{os.getpid()}@{_host()}."
+    """``".NAME.<pid>-<start>@<host>."``: the start of every temp name this process uses for ``NAME``.
+
+    The writer is named by its pid and start time (so a later process that happens to get
+    the same pid, as in a restarted container, is not mistaken for it) and its host.
+    """
+    return f".{name}.{os.getpid()}-{_start_time(os.getpid())}@{_host()}."
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, start: str) -> bool:
+    if start and os.path.isdir("/proc/self"):
+        return _start_time(pid) == start
     if os.name != "posix":  # no cheap, harmless probe elsewhere: treat every writer as alive
         return True
     try:
@@ -96,17 +112,17 @@ def _alive(pid: int) -> bool:
 def remove_stale_temps(folder: str | os.PathLike, name: str) -> list[Path]:
     """Remove the temp files and folders for ``NAME`` in ``folder`` left by dead writers on this host.
 
-    Only names made by :func:`temp_prefix` are considered; one whose process still runs (or
+    Only names made by :func:`temp_prefix` are considered; one whose writer still runs (or
     that was written on another host, e.g. over a shared file system) is kept. Returns what
     was removed.
     """
     folder = Path(folder)
-    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)@([A-Za-z0-9-]+)\.")
+    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)-(\d*)@([A-Za-z0-9-]+)\.")
     removed = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in folder.iterdir():
             m = pattern.match(entry.name)
-            if not m or m.group(2) != _host() or _alive(int(m.group(1))):
+            if not m or m.group(3) != _host() or _alive(int(m.group(1)), m.group(2)):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)

@@ -448,7 +448,27 @@ def test_kill_during_extract_leaves_no_target_and_is_cleaned_next_time(tmp_path,
     assert killed(lambda: dl.extract(archive, dest), where) == signal.SIGKILL
     assert not dest.exists()
     litter = [p.name for p in tmp_path.iterdir() if p.name.startswith(".dest.")]
-    assert len(litter) == 1 and re.match(r"\.dest\.\d+@", litter[0])  # the dead writer's pid is in the name
+    assert len(litter) == 1 and re.match(r"\.dest\.\d+-\d+@", litter[0])  # the dead writer's pid and start time
     dl.extract(archive, dest)  # the dead writer's temp folder is removed; the unpacking succeeds
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "dest"]
     assert sorted(p.name for p in (dest / "pkg").iterdir()) == [f"{i}.txt" for i in range(5)]
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    def failing(code, text):
+        def write(src, path, *args):
+            raise OSError(code, text, str(path))
+        return write
+
+    monkeypatch.setattr(dl, "_write", failing(errno.ENOSPC, "No space left on device"))
+    archive = make_zip(tmp_path / "a.zip", {"pkg/a.txt": b"a"})
+    with pytest.raises(dl.DatasetError, match=rf"^no space left on the device of {re.escape(str(tmp_path / 'out'))} "
+                                              r"while unpacking .*a.zip \(0 bytes written\); free some space"):
+        dl.extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
+    monkeypatch.setattr(dl, "_write", failing(errno.EACCES, "Permission denied"))  # named as the user's folder
+    with pytest.raises(dl.DatasetError, match=rf"cannot unpack .*a.zip into {re.escape(str(tmp_path / 'out'))}: "
+                                              rf"Permission denied \({re.escape(str(tmp_path / 'out' / 'pkg' / 'a.txt'))}\)$"):
+        dl.extract(archive, tmp_path / "out")

@@ -53,15 +53,18 @@ def _dead_pid() -> int:
 def test_stale_temps_of_dead_writers_are_removed(tmp_path):
     from rrid.files import remove_stale_temps, temp_prefix
 
-    host = temp_prefix("x").split("@")[1].rstrip(".")
-    dead, live = _dead_pid(), os.getpid()
+    mine = temp_prefix("market")  # ".market.<pid>-<start>@<host>."
+    me, host = mine.split(".")[2].split("@")
+    pid, start = me.split("-")
+    dead = _dead_pid()
     entries = {
-        f".market.{dead}@{host}.abc123": "dir",         # a killed writer's folder: removed
-        f".market.{dead}@{host}.old-1234": "dir",       # a killed replacement's old set: removed
-        f".last.pt.{dead}@{host}.xyz.tmp": "file",      # the same rule for files of another name: kept here
-        f".market.{live}@{host}.def456": "dir",         # this process is alive: kept
-        f".market.{dead}@other-host.ghi789": "dir",     # another machine's writer (shared disk): kept
-        ".market.q1w2e3": "dir",                        # no pid in the name: not ours to judge, kept
+        f".market.{dead}-1234@{host}.abc123": "dir",       # a killed writer's folder: removed
+        f".market.{dead}-1234@{host}.old-1234": "dir",     # a killed replacement's old set: removed
+        f".market.{pid}-{int(start or 0) + 1}@{host}.x": "dir",  # our pid, another start: an earlier process
+        f".last.pt.{dead}-1234@{host}.xyz.tmp": "file",    # the same rule for files of another name: kept here
+        f"{mine}def456": "dir",                            # this process is alive: kept
+        f".market.{dead}-1234@other-host.ghi789": "dir",   # another machine's writer (shared disk): kept
+        ".market.q1w2e3": "dir",                           # no pid in the name: not ours to judge, kept
         "market": "dir",
     }
     for name, kind in entries.items():
@@ -71,9 +74,9 @@ def test_stale_temps_of_dead_writers_are_removed(tmp_path):
         else:
             (tmp_path / name).write_bytes(b"x")
     removed = remove_stale_temps(tmp_path, "market")
-    assert sorted(p.name for p in removed) == sorted(list(entries)[:2])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(list(entries)[2:])
-    assert [p.name for p in remove_stale_temps(tmp_path, "last.pt")] == [f".last.pt.{dead}@{host}.xyz.tmp"]
+    assert sorted(p.name for p in removed) == sorted(list(entries)[:3])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(list(entries)[3:])
+    assert [p.name for p in remove_stale_temps(tmp_path, "last.pt")] == [f".last.pt.{dead}-1234@{host}.xyz.tmp"]
     assert remove_stale_temps(tmp_path / "missing", "market") == []
 
 

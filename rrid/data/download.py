@@ -463,16 +463,16 @@ def extract(archive, dest, check: Callable[[Path], object] | None = None, *,
     ``dest``, which must be absent or empty. A symbolic link at ``dest`` is followed.
     """
     archive, dest = Path(archive), Path(dest)
-    target = real_target(dest)
-    if target.exists() and not target.is_dir():
-        raise DatasetError(f"cannot unpack {archive} into {dest}: it exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()):
-        shown = ", ".join(sorted(p.name for p in target.iterdir())[:5])
-        raise DatasetError(f"cannot unpack {archive} into {dest}: the folder exists and is not empty ({shown}); "
-                           "remove it or choose another folder")
-    kind = _archive_kind(archive)
-    budget = _Budget(archive, max_bytes, max_members)
+    budget, tmp = _Budget(archive, max_bytes, max_members), None
     try:
+        target = real_target(dest)
+        if target.exists() and not target.is_dir():
+            raise DatasetError(f"cannot unpack {archive} into {dest}: it exists and is not a folder")
+        if target.is_dir() and any(target.iterdir()):
+            shown = ", ".join(sorted(p.name for p in target.iterdir())[:5])
+            raise DatasetError(f"cannot unpack {archive} into {dest}: the folder exists and is not empty ({shown}); "
+                               "remove it or choose another folder")
+        kind = _archive_kind(archive)
         with temp_dir(target) as tmp:
             try:
                 (_unpack_zip if kind == "zip" else _unpack_tar)(archive, tmp, dest, budget)
@@ -487,10 +487,10 @@ def extract(archive, dest, check: Callable[[Path], object] | None = None, *,
                                        f"to {dest}: " + str(e).replace(str(tmp), str(dest))) from None
             move_into_place(tmp, target, replace=False)  # over an empty folder at most: never deletes data
     except OSError as e:
-        if e.errno == errno.ENOSPC:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DatasetError(f"no space left on the device of {dest} while unpacking {archive} "
                                f"({budget.bytes:,} bytes written); free some space and run again") from None
-        where = f" ({e.filename})" if e.filename else ""
+        where = f" ({e.filename})".replace(str(tmp), str(dest)) if e.filename and tmp else ""
         raise DatasetError(f"cannot unpack {archive} into {dest}: {e.strerror or e}{where}") from None
     return dest
 
