@@ -52,8 +52,10 @@ def test_checksum_mismatch_leaves_nothing(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(PAYLOAD)
     dest = tmp_path / "file.bin"
-    with pytest.raises(dl.ChecksumError, match="sha256"):
+    with pytest.raises(dl.ChecksumError) as e:
         dl.download(src.as_uri(), dest, sha256=sha(b"something else"))
+    assert str(e.value) == (f"the file downloaded from {src.as_uri()} is not the expected one (sha256 is {sha(PAYLOAD)}, "
+                            f"expected {sha(b'something else')} (corrupt or wrong file)); it was deleted: check the URL")
     assert not dest.exists() and not (tmp_path / "file.bin.part").exists()
 
 
@@ -472,3 +474,33 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(dl.DatasetError, match=rf"cannot unpack .*a.zip into {re.escape(str(tmp_path / 'out'))}: "
                                               rf"Permission denied \({re.escape(str(tmp_path / 'out' / 'pkg' / 'a.txt'))}\)$"):
         dl.extract(archive, tmp_path / "out")
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_a_huge_tar_header_is_refused_before_it_is_read(tmp_path, fmt):
+    # an 8 MB member name: tarfile would read the long-name / pax header whole into memory;
+    # the same trick with gigabytes of zeros in a few MB of .tar.gz is a memory bomb
+    archive = tmp_path / "header.tar.gz"
+    with tarfile.open(archive, "w:gz", format=fmt) as tf:
+        info = tarfile.TarInfo("d/" + "a" * (8 << 20))
+        tf.addfile(info, io.BytesIO(b""))
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(dl.UnsafeArchiveError, match=r"header.tar.gz: a tar header declares 8,38\d,\d{3} bytes .*refused"):
+        dl.extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["header.tar.gz"]
+
+
+def test_tar_compressions_and_a_gzip_that_is_not_a_tar(tmp_path):
+    import gzip
+
+    for mode in ("w", "w:gz", "w:bz2", "w:xz"):
+        archive = tmp_path / f"a.{mode[2:] or 'plain'}.tar"
+        with tarfile.open(archive, mode) as tf:
+            info = tarfile.TarInfo("pkg/a.txt")
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"abc"))
+        out = dl.extract(archive, tmp_path / f"out-{mode[2:] or 'plain'}")
+        assert (out / "pkg" / "a.txt").read_bytes() == b"abc"
+    (tmp_path / "list.csv.gz").write_bytes(gzip.compress(b"path,pid,camid,split\n" * 100))
+    with pytest.raises(dl.DatasetError, match="list.csv.gz is compressed but holds no tar archive"):
+        dl.extract(tmp_path / "list.csv.gz", tmp_path / "out")

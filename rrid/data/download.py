@@ -20,6 +20,7 @@ Nothing in the tests or the book downloads anything; users bring the files.
 
 from __future__ import annotations
 
+import bz2
 import errno
 import gzip
 import hashlib
@@ -120,9 +121,10 @@ def download(url: str, dest, sha256: str | None = None, md5: str | None = None, 
         raise DownloadError(f"cannot download {url}: only http://, https:// and file:// URLs are supported")
     try:
         verify_checksum(part, sha256, md5)
-    except ChecksumError:
+    except ChecksumError as e:
         part.unlink()
-        raise
+        raise ChecksumError(f"the file downloaded from {url} is not the expected one "
+                            f"({str(e).replace(f'{part}: ', '')}); it was deleted: check the URL") from None
     os.replace(part, dest)
     return dest
 
@@ -401,9 +403,61 @@ def _unpack_zip(archive: Path, tmp: Path, dest: Path, budget: _Budget) -> None:
                 _write(src, tmp / rel, info.file_size, budget, archive, info.filename)
 
 
+def _tar_stream(archive: Path):
+    """The archive's bytes, decompressed (gzip, bzip2 or xz, by their magic numbers), as a file object."""
+    with open(archive, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.open(archive, "rb")
+    if magic.startswith(b"BZh"):
+        return bz2.open(archive, "rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(archive, "rb")
+    return open(archive, "rb")
+
+
+class _ReadGuard:
+    """Hands a tar stream to ``tarfile``, refusing any single read above ``MAX_READ`` bytes.
+
+    ``tarfile`` reads a GNU long name or a pax header whole, at the size the archive
+    declares; a crafted .tar.gz could declare gigabytes of zeros there (a memory bomb).
+    Real headers are a few KB, and file data is read in chunks of ``CHUNK``.
+    """
+
+    MAX_READ = 4 * CHUNK
+
+    def __init__(self, f, archive: Path):
+        self.f, self.archive = f, archive
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > self.MAX_READ:
+            raise UnsafeArchiveError(f"{self.archive}: a tar header declares {n:,} bytes of names or attributes; "
+                                     "refused (a crafted archive)")
+        return self.f.read(n)
+
+    def seek(self, *args):
+        return self.f.seek(*args)
+
+    def tell(self):
+        return self.f.tell()
+
+
+def _is_tar(archive: Path) -> bool:
+    """Whether the (decompressed) archive starts with a valid tar header; corrupt compression raises."""
+    with _tar_stream(archive) as f:
+        block = f.read(tarfile.BLOCKSIZE)
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.EmptyHeaderError:
+        return True  # an empty tar
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
 def _unpack_tar(archive: Path, tmp: Path, dest: Path, budget: _Budget) -> None:
     data_filter = getattr(tarfile, "data_filter", None)  # the standard library's own guard (3.10.12+)
-    with tarfile.open(archive) as tf:
+    with _tar_stream(archive) as raw, tarfile.open(fileobj=_ReadGuard(raw, archive), mode="r:") as tf:
         for m in tf:  # one pass: each member is checked before it is written, all into the temp folder
             rel = _member_path(m.name, archive, dest)
             if m.issym() or m.islnk():
@@ -444,13 +498,14 @@ def _archive_kind(archive: Path) -> str:
     if head.startswith(b"PK"):
         raise CorruptArchiveError(f"{archive} is a truncated or corrupt zip archive (its central directory, "
                                   "at the end of the file, is missing); download it again")
+    compressed = head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"))
     try:
-        if tarfile.is_tarfile(archive):
+        if _is_tar(archive):
             return "tar"
-    except (EOFError, zlib.error, lzma.LZMAError, OSError):
-        pass
-    if head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")) or head[257:262] == b"ustar":
-        raise CorruptArchiveError(f"{archive} is a truncated or corrupt tar archive; download it again")
+    except (EOFError, zlib.error, lzma.LZMAError, OSError):  # broken compression
+        raise CorruptArchiveError(f"{archive} is a truncated or corrupt compressed archive; download it again") from None
+    if compressed:
+        raise DatasetError(f"{archive} is compressed but holds no tar archive")
     raise DatasetError(f"{archive} is neither a zip nor a tar archive (it starts with {head[:8]!r})")
 
 
@@ -476,8 +531,11 @@ def extract(archive, dest, check: Callable[[Path], object] | None = None, *,
         with temp_dir(target) as tmp:
             try:
                 (_unpack_zip if kind == "zip" else _unpack_tar)(archive, tmp, dest, budget)
-            except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError,
-                    gzip.BadGzipFile) as e:
+            except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
+                raise CorruptArchiveError(f"{archive} is truncated or corrupt ({e}); download it again") from None
+            except OSError as e:
+                if e.errno is not None:  # the file system's error (full disk, permissions): reported below
+                    raise
                 raise CorruptArchiveError(f"{archive} is truncated or corrupt ({e}); download it again") from None
             if check is not None:
                 try:

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from ..files import move_into_place, real_target, remove_stale_temps, temp_dir
-from .datasets import IMAGE_SUFFIXES, SPLIT_FOLDERS, DatasetError
+from .datasets import IMAGE_SUFFIXES, SPLIT_FOLDERS, DatasetError, require_path
 
 RENDERER_VERSION = 1
 PARAMS_FILE = "synthetic.json"
@@ -324,7 +324,7 @@ def generate(out_dir, seed: int = 0, num_train_ids: int = 150, num_test_ids: int
     complete (old or new) or absent, never partial. Only an empty folder or an earlier
     synthetic set (one holding ``synthetic.json``) is replaced; anything else is refused.
     """
-    out_dir = Path(out_dir)
+    out_dir = require_path(out_dir, "synthetic data set folder")
     params = _params(seed, num_train_ids, num_test_ids, images_per_id, num_cameras, size, num_junk, num_distractors, quality)
     items = plan(seed, num_train_ids, num_test_ids, images_per_id, num_cameras, num_junk, num_distractors)
     cams = cameras(seed, num_cameras)
@@ -397,7 +397,7 @@ def ensure(out_dir, seed: int = 0, **kw) -> Path:
 
     Temp folders left beside ``out_dir`` by a killed run are removed either way.
     """
-    out_dir = Path(out_dir)
+    out_dir = require_path(out_dir, "synthetic data set folder")
     target = real_target(out_dir)
     remove_stale_temps(target.parent, target.name)
     wanted = json.loads(json.dumps(_params(seed, **kw)))
