@@ -178,3 +178,13 @@ def test_generated_folder_mode_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o750  # 0o777 & ~0o027, not mkdtemp's 0o700
+
+
+def test_a_symlinked_folder_is_replaced_where_it_points(tmp_path):
+    real = tmp_path / "disk" / "synthetic"
+    synthetic.generate(real, seed=0, **TINY)
+    link = tmp_path / "data"
+    link.symlink_to(real, target_is_directory=True)
+    synthetic.ensure(link, seed=1, **TINY)  # other parameters: regenerated, through the link
+    assert link.is_symlink() and synthetic.read_manifest(real)["seed"] == 1
+    assert sorted(p.name for p in real.parent.iterdir()) == ["synthetic"]

@@ -111,7 +111,10 @@ def download(url: str, dest, sha256: str | None = None, md5: str | None = None, 
     part = dest.with_name(dest.name + ".part")
     if not resume:
         part.unlink(missing_ok=True)
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as e:  # e.g. an unbalanced [ in the host
+        raise DownloadError(f"cannot download {url}: not a valid URL ({e})") from None
     if scheme == "file":
         _copy_file_url(url, part)
     elif scheme in ("http", "https"):
@@ -166,13 +169,18 @@ def _fetch(url, part: Path, connect: float, read: float, retries: int, backoff: 
     from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError, ReadTimeoutError
     from urllib3.util import Retry
 
-    http, proxied = _pool(url, connect, read)
-    host = urlsplit(url).hostname
+    try:
+        host = urlsplit(url).hostname
+        http, proxied = _pool(url, connect, read)
+    except ValueError as e:  # e.g. a port out of range
+        raise DownloadError(f"cannot download {url}: not a valid URL ({e})") from None
     if not host:
         raise DownloadError(f"cannot download {url}: the URL names no host")
     if not proxied:  # a name that does not exist will not appear by retrying: say so at once
         try:
             socket.getaddrinfo(host, None)
+        except UnicodeError:
+            raise DownloadError(f"cannot download {url}: {host!r} is not a valid host name") from None
         except socket.gaierror as e:
             if e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
                 raise DownloadError(f"cannot download {url}: the host name {host!r} does not resolve ({e.strerror}); "
@@ -578,6 +586,9 @@ def prepare(source, root, check: Callable[[Path], object], archive_name: str, *,
                            timeout=timeout, retries=retries, max_bytes=max_download_bytes)
     else:
         archive = Path(source).expanduser()
+        if archive.is_dir():
+            raise DatasetError(f"{archive} is a folder, not an archive: if it holds {what} already unpacked, "
+                               "point the root (data.root, --root) at it")
         if not archive.is_file():
             raise DatasetError(f"{what} archive {archive} not found")
         verify_checksum(archive, md5=md5, sha256=sha256)
