@@ -318,7 +318,7 @@ def generate(out_dir, seed: int = 0, num_train_ids: int = 150, num_test_ids: int
     """Write the data set to ``out_dir`` (Market-1501 layout) and return its path.
 
     The files go to a temp folder beside ``out_dir``; the manifest ``synthetic.json`` (the
-    parameters, the file count and a hash of every file's name and size) is written last;
+    parameters, the image count and a hash of every image's name and size) is written last;
     then the folder is moved into place (:func:`rrid.files.move_into_place`: an existing
     set is renamed aside first and deleted after). A kill at any moment leaves ``out_dir``
     complete (old or new) or absent, never partial. Only an empty folder or an earlier
