@@ -393,7 +393,8 @@ def _unpack_zip(archive: Path, tmp: Path, dest: Path, budget: _Budget) -> None:
                 raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a symbolic link; refused "
                                          "(data set archives hold only files and folders)")
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is not a regular file or folder (a device, FIFO or other special member); refused")
+                raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is not a regular file or folder "
+                                         "(a device, FIFO or other special member); refused")
             budget.member(rel, is_dir, info.filename)
         for info in infos:
             rel = _member_path(info.filename, archive, dest)
@@ -473,7 +474,8 @@ def _unpack_tar(archive: Path, tmp: Path, dest: Path, budget: _Budget) -> None:
                 raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a {kind} link to {m.linkname!r}; refused "
                                          "(data set archives hold only files and folders)")
             if not (m.isreg() or m.isdir()):
-                raise UnsafeArchiveError(f"{archive}: member {m.name!r} is not a regular file or folder (a device, FIFO or other special member); refused")
+                raise UnsafeArchiveError(f"{archive}: member {m.name!r} is not a regular file or folder "
+                                         "(a device, FIFO or other special member); refused")
             if data_filter is not None and rel is not None:
                 try:
                     data_filter(m, str(tmp))
