@@ -71,14 +71,21 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="check and unpack a data set archive you downloaded", formatter_class=raw,
                        description="Verify the checksum of a Market-1501 archive (a local file or a URL), "
                                    "unpack it safely (no member may escape the target folder) and check the "
-                                   "folder tree, so that `Market1501(root)` and the configs find it.",
+                                   "folder tree, so that `Market1501(root)` and the configs find it. A URL is "
+                                   "fetched with timeouts and retries; an interrupted download resumes.",
                        epilog="example:\n  python -m rrid prepare market1501 --source "
                               "~/Downloads/Market-1501-v15.09.15.zip --root data/market1501")
     p.add_argument("dataset", choices=["market1501"], help="which data set")
     p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip")
-    p.add_argument("--root", default="data/market1501", help="target folder (default: data/market1501)")
+    p.add_argument("--root", default="data/market1501",
+                   help="target folder (default: data/market1501); a relative path is read like a config's "
+                        "data.root: relative to the project folder (the one holding configs/) when there is one")
     p.add_argument("--md5", default=None,
                    help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds a URL may stay silent (connecting, or mid-download) before a retry (default: 30)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="further attempts after a network failure, with growing waits (default: 5)")
     return parser
 
 
@@ -139,10 +146,23 @@ def _eval(args) -> int:
 
 
 def _prepare(args) -> int:
-    from rrid.data.download import MARKET1501_MD5, prepare_market1501
+    from rrid.data import DatasetError
+    from rrid.data.download import PREPARE, resolve_root
 
-    root = prepare_market1501(args.source, args.root, md5=args.md5 or MARKET1501_MD5)
-    print(f"Market-1501 is ready in {root}")
+    if not args.timeout > 0 or args.retries < 0:
+        print(f"error: prepare needs --timeout > 0 and --retries >= 0, got {args.timeout} and {args.retries}",
+              file=sys.stderr)
+        return 2
+    root = resolve_root(args.root)
+    print(f"preparing {args.dataset} in {root}")
+    checksum = {"md5": args.md5} if args.md5 else {}  # else the data set's published one
+    try:
+        PREPARE[args.dataset](args.source, root, **checksum, timeout=(min(args.timeout, 10.0), args.timeout),
+                              retries=args.retries)
+    except DatasetError as e:  # bad archive, checksum, layout or URL: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset} is ready in {root}")
     return 0
 
 

@@ -306,7 +306,15 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> ExperimentConfig:
         parts["model"] = dataclasses.replace(parts["model"], pretrained=ExperimentConfig().model.pretrained)
     cfg = ExperimentConfig(**parts, name=str(raw.get("name", "")))
     _check(cfg, source)
+    _check_data_root(cfg, source)
     return cfg
+
+
+def _check_data_root(cfg: ExperimentConfig, source: str) -> None:
+    """An empty ``data.root`` would silently read whatever data set sits in the working directory."""
+    if not str(cfg.data.root).strip():
+        raise ConfigError(f"{source}: data.root is empty; set it to the data set's folder (or the CSV for "
+                          "imagelist), e.g. data/market1501")
 
 
 def _check(cfg: ExperimentConfig, source: str) -> None:

@@ -115,3 +115,15 @@ def test_bad_values_are_errors_that_name_the_setting(override, expected):
 def test_scalar_milestone_becomes_tuple():
     cfg = apply_overrides(ExperimentConfig(), ["optim.milestones=30", "data.epoch_length=once"])
     assert cfg.optim.milestones == (30,) and cfg.data.epoch_length == "once"
+
+
+@pytest.mark.parametrize("value", ["''", "'   '"])
+def test_empty_data_root_is_refused(tmp_path, value):
+    # an empty root would read as the working directory and silently pick up whatever data set sits there
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "run.yaml"
+    path.write_text(f"data:\n  dataset: market1501\n  root: {value}\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: data.root is empty; set it to the data set's folder"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"data.root is empty"):
+        apply_overrides(ExperimentConfig(), [f"data.root={value}"])
