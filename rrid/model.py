@@ -36,7 +36,6 @@ GLOBAL_POOLS = ("gcp", "gmp", "gap", "gap+gmp", None)
 LOCAL_POOLS = ("gmp", "gap", None)
 CONTRASTS = ("official", "paper")
 CLASSIFIERS = ("official", "paper")
-RELATIONS = (True, False, "rest_only")  # Eq. 1, none (q_i = p̄_i), q_i = p̄_i + R_p(r̄_i) (Fig. 6)
 
 
 # ----------------------------------------------------------------------------- config

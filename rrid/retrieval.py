@@ -45,14 +45,30 @@ class Ranking(NamedTuple):
         return cls(torch.as_tensor(distmat), *meta)
 
 
-def rank(model, data, height: int, width: int, flip: bool = True, batch_size: int = 128) -> Ranking:
+def rank(model, data, height: int, width: int, blocks=None, flip: bool = True, batch_size: int = 128) -> Ranking:
     """Embed ``data.query`` and ``data.gallery`` (lists of ``ImageRecord``) with ``model`` at
-    ``height`` x ``width`` (test transform, flip averaging, L2 norm) and rank them."""
+    ``height`` x ``width`` (test transform, flip averaging) and rank them by Euclidean distance.
+
+    ``blocks``: names from ``model.block_names`` (e.g. ``["P6/q0"]`` to compare global poolings,
+    Fig. 5(b)); the ranking then uses their concatenation alone, L2-normalised after slicing (as
+    ``benchmarks/ablation_quick.py`` scores single blocks). Default: the whole representation,
+    L2-normalised, as the paper ranks.
+    """
+    import torch.nn.functional as F
+
     from rrid.data import ImageDataset, build_transforms
 
+    if blocks is not None:
+        unknown = [b for b in blocks if b not in model.block_names]
+        if unknown or not blocks:
+            raise ValueError(f"rank: blocks={list(blocks)!r}: expected names from model.block_names {model.block_names}")
     tf = build_transforms(height, width, train=False)
     feats = [extract_features(model, torch.utils.data.DataLoader(ImageDataset(recs, tf), batch_size=batch_size),
-                              flip=flip, progress=False) for recs in (data.query, data.gallery)]
+                              flip=flip, normalize=blocks is None, progress=False) for recs in (data.query, data.gallery)]
+    if blocks is not None:
+        c = model.config.reduced_dim
+        cols = torch.cat([torch.arange(i * c, (i + 1) * c) for i in map(model.block_names.index, blocks)])
+        feats = [f._replace(feats=F.normalize(f.feats[:, cols], dim=1)) for f in feats]
     return Ranking.from_features(*feats)
 
 

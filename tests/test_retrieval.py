@@ -92,7 +92,8 @@ def test_rankings_must_share_queries():
 
 
 def test_rank_embeds_and_ranks_a_data_set(synthetic_small):
-    from rrid.data import Market1501
+    import rrid
+    from rrid.data import ImageDataset, Market1501, build_transforms
     from rrid.evaluation import pairwise_distance
     from rrid.model import RRID, RRIDConfig
 
@@ -103,5 +104,14 @@ def test_rank_embeds_and_ranks_a_data_set(synthetic_small):
     assert r.distmat.shape == (len(data.query), len(data.gallery))
     assert r.query.paths == [str(x.path) for x in data.query] and list(r.gallery.pids) == [x.pid for x in data.gallery]
     torch.testing.assert_close(r.distmat, pairwise_distance(r.query.feats, r.gallery.feats))
+    q0 = rank(model, data, 96, 32, blocks=["P6/q0"], flip=False)  # the last 256 of the 1,792 numbers
+    raw = rrid.extract_features(model, torch.utils.data.DataLoader(
+        ImageDataset(data.query, build_transforms(96, 32, train=False)), batch_size=64), flip=False, normalize=False,
+        progress=False).feats
+    expected = raw[:, -256:] / raw[:, -256:].norm(dim=1, keepdim=True)
+    torch.testing.assert_close(q0.query.feats, expected)
+    assert not torch.allclose(q0.distmat, r.distmat)
+    with pytest.raises(ValueError, match="P6/q7"):
+        rank(model, data, 96, 32, blocks=["P6/q7"])
     built = Ranking.from_records(r.distmat, data.query, data.gallery)
     assert list(built.query.camids) == list(r.query.camids) and built.gallery.paths == r.gallery.paths
