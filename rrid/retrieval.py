@@ -99,20 +99,38 @@ def _check_same_queries(rankings: Mapping[str, Ranking]) -> None:
                              f"({tuple(first.distmat.shape)} vs {tuple(r.distmat.shape)}); expected the same data")
 
 
+def _first(ranking: Ranking, chunk: int = 256) -> np.ndarray:
+    """(Q,) gallery index of every query's rank-1 entry (-1 when the protocol leaves none):
+    the smallest distance among the kept entries, the lowest index on ties, as a stable sort.
+    ``chunk`` queries at a time, to bound memory on Market-1501-size matrices."""
+    d = ranking.distmat.detach().cpu().numpy() if isinstance(ranking.distmat, torch.Tensor) else np.asarray(ranking.distmat)
+    q_pids, q_cams = np.asarray(ranking.query.pids), np.asarray(ranking.query.camids)
+    g_pids, g_cams = np.asarray(ranking.gallery.pids), np.asarray(ranking.gallery.camids)
+    out = np.full(len(d), -1)
+    for s in range(0, len(d) if d.shape[1] else 0, chunk):
+        removed = (q_pids[s:s + chunk, None] == g_pids[None]) & (q_cams[s:s + chunk, None] == g_cams[None])
+        kept = np.where(removed, np.inf, d[s:s + chunk].astype(np.float64))
+        first = np.argmin(kept, axis=1)  # argmin returns the first of equal minima
+        for r in np.flatnonzero(removed[np.arange(len(first)), first]):  # every kept entry is +inf (or none is kept)
+            left = np.flatnonzero(~removed[r])
+            first[r] = left[0] if len(left) else -1
+        out[s:s + chunk] = first
+    return out
+
+
 def rank1_correct(rankings: Mapping[str, Ranking]) -> tuple[np.ndarray, np.ndarray]:
     """``(correct, valid)``: ``correct`` (Q, M) bool, is model m's rank-1 image a match for query
     q (models in the dict's order); ``valid`` (Q,) bool, does query q have a match at all in the
     cleaned gallery (queries without one are skipped by the protocol)."""
     _check_same_queries(rankings)
-    first = next(iter(rankings.values()))
-    Q = first.distmat.shape[0]
-    g_pids, g_cams = np.asarray(first.gallery.pids), np.asarray(first.gallery.camids)
-    valid = np.array([bool(np.any((g_pids == first.query.pids[q]) & (g_cams != first.query.camids[q])))
-                      for q in range(Q)], dtype=bool)
-    correct = np.zeros((Q, len(rankings)), dtype=bool)
+    ref = next(iter(rankings.values()))
+    q_pids, q_cams = np.asarray(ref.query.pids), np.asarray(ref.query.camids)
+    g_pids, g_cams = np.asarray(ref.gallery.pids), np.asarray(ref.gallery.camids)
+    valid = np.array([bool(np.any((g_pids == pid) & (g_cams != cam))) for pid, cam in zip(q_pids, q_cams)], dtype=bool)
+    correct = np.zeros((len(q_pids), len(rankings)), dtype=bool)
     for m, r in enumerate(rankings.values()):
-        for q in range(Q):
-            correct[q, m] = bool(top_k(r, q, 1)[1][:1].any())
+        first = _first(r)
+        correct[:, m] = (first >= 0) & (g_pids[first] == q_pids)
     return correct, valid
 
 
@@ -141,8 +159,7 @@ def pick_queries(rankings: Mapping[str, Ranking], count: int = 4, seed: int = 0)
             if pool and len(picked) < count:
                 picked.append(pool.pop(0))
     if len(picked) < count:
-        firsts = np.array([[top_k(r, q, 1)[0][:1].tolist() or [-1] for r in rankings.values()]
-                           for q in range(len(valid))])[..., 0]
+        firsts = np.stack([_first(r) for r in rankings.values()], axis=1)  # (Q, M)
         differ = valid & (firsts != firsts[:, :1]).any(1)
         for candidates in (np.flatnonzero(differ), np.flatnonzero(valid)):
             rest = [int(q) for q in rng.permutation(candidates) if int(q) not in picked]

@@ -115,3 +115,17 @@ def test_rank_embeds_and_ranks_a_data_set(synthetic_small):
         rank(model, data, 96, 32, blocks=["P6/q7"])
     built = Ranking.from_records(r.distmat, data.query, data.gallery)
     assert list(built.query.camids) == list(r.query.camids) and built.gallery.paths == r.gallery.paths
+
+
+def test_rank1_with_infinite_distances_and_rows_without_kept_entries():
+    # query 0: every kept entry at +inf -> the lowest kept index; query 1: the whole gallery is removed
+    g = meta([0, 0, 1, 2], [0, 1, 0, 0])
+    q = meta([0, 5], [0, 0])
+    d = torch.tensor([[0.0, float("inf"), float("inf"), float("inf")], [1.0, 2.0, 3.0, 4.0]])
+    r = Ranking(d, q, g)
+    assert top_k(r, 0, 1)[0].tolist() == [1]
+    correct, valid = rank1_correct({"a": r})
+    assert correct[:, 0].tolist() == [True, False] and valid.tolist() == [True, False]
+    g_all_removed = meta([0, 0], [0, 0])
+    r2 = Ranking(torch.zeros(1, 2), meta([0], [0]), g_all_removed)
+    assert top_k(r2, 0, 1)[0].tolist() == [] and rank1_correct({"a": r2})[0].tolist() == [[False]]
