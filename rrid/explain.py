@@ -62,14 +62,15 @@ class RelationMaps(NamedTuple):
     rest_only: bool
 
     def rest_share(self) -> Tensor:
-        """(N, P): the fraction of A_i outside the rows of stripe i (0 where A_i is all zero).
-        1 for the rest-only model whenever the stripes do not share rows."""
+        """(N, P): the fraction of A_i outside the rows of stripe i; NaN where A_i is all zero
+        (e.g. every ReLU of R_p closed: s_i = 0). 1 for the rest-only model whenever the
+        stripes do not share rows (n divides h)."""
         own = torch.zeros_like(self.maps)
         for k, i in enumerate(self.parts):
             first, stop = self.rows[i - 1]
             own[:, k, first:stop] = self.maps[:, k, first:stop]
         total = self.maps.sum(dim=(2, 3))
-        return torch.where(total > 0, 1 - own.sum(dim=(2, 3)) / total.clamp(min=torch.finfo(total.dtype).tiny), 0.0)
+        return torch.where(total > 0, 1 - own.sum(dim=(2, 3)) / total, torch.nan)
 
 
 def relation_maps(model, images: Tensor, scale: str = "P6", parts=None) -> RelationMaps:

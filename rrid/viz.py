@@ -247,7 +247,7 @@ def relation_activation_maps(models, image, display=None, parts=None, scale: str
     the maps (a path, PIL image or array; default: ``image`` rescaled). Column i shows
     A_i = max(0, sum_k x_k d||R_p(.)_i||^2 / d x_k) (:func:`rrid.explain.relation_maps`) on the
     feature map's cells (nearest-neighbour upsampling: one coloured block per cell), stripe i
-    outlined, and the share of A_i outside stripe i. ``normalize``: "row" (one colour scale per
+    outlined, and the share of A_i outside stripe i ("map all 0" where A_i = 0). ``normalize``: "row" (one colour scale per
     model, parts comparable) or "panel". With ``rankings`` (``{label: Ranking}``, same keys) and
     ``query`` (the image's index in them) each row ends with that model's top-k retrievals.
     """
@@ -283,7 +283,8 @@ def relation_activation_maps(models, image, display=None, parts=None, scale: str
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
-            ax.set_xlabel(f"rest {100 * float(share[col]):.0f}%", fontsize="small")
+            share_i = float(share[col])
+            ax.set_xlabel("map all 0" if share_i != share_i else f"rest {100 * share_i:.0f}%", fontsize="small")
             if r == 0:
                 ax.set_title(f"i = {i}")
         row[0].set_ylabel(name)
