@@ -84,9 +84,10 @@ def relation_maps(model, images: Tensor, scale: str = "P6", parts=None) -> Relat
         M_i(u, v) = sum_k x_k(u, v) * d s_i / d x_k(u, v)
         A_i = max(0, M_i)
 
-    Why this definition. R_p sees x only through the stripe pooling p_j = GMP(stripe j of x),
-    so d s_i / d x is non-zero only at the cell where a channel has its maximum within a
-    stripe, and there it equals d s_i / d p_jk. Hence, summed over the rows of stripe j,
+    Why this definition. R_p sees x only through the stripe pooling p_j = GMP(stripe j of x)
+    (GMP in every relation row of Table 2), so d s_i / d x is non-zero only at the cell where
+    a channel has its maximum within a stripe, and there it equals d s_i / d p_jk (split evenly
+    between tied cells, which changes nothing below). Hence, summed over the rows of stripe j,
 
         sum_{(u, v) in stripe j} M_i(u, v) = sum_k p_jk * d s_i / d p_jk,
 
