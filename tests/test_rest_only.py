@@ -109,3 +109,12 @@ def test_rest_only_from_yaml_and_overrides(tmp_path):
     assert apply_overrides(row5, ["model.relation=false"]).model.relation is False
     with pytest.raises(ConfigError, match="model.relation: expected bool or 'rest_only', got 'rest-only'"):
         apply_overrides(row5, ["model.relation=rest-only"])
+
+
+def test_quick_model_config_by_name():
+    import rrid.book
+
+    assert rrid.book.quick_config_path("rest_only") == ROOT / "configs" / "quick" / "rest_only.yaml"
+    assert rrid.book.quick_config_path(5).name == "row05.yaml"  # the cache tag of a row stays "row05"
+    with pytest.raises(FileNotFoundError, match="no quick config named 'rest-only'"):
+        rrid.book.quick_config_path("rest-only")
