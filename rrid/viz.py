@@ -5,6 +5,11 @@
 * :func:`activation_maps`: the backbone map's activation over the image, the stripe borders
   and the location that global max pooling picks in each stripe (Figs. 3 and 6).
 * :func:`cmc_curve`, :func:`ap_histogram`, :func:`ranking_toy`.
+* :func:`table1_tradeoff`: mAP against feature size for every method of Table 1.
+* :func:`architecture`: the network of any ``RRIDConfig`` (Figs. 1 and 2), annotated with the
+  shapes of its own forward pass (:func:`architecture_shapes`).
+* :func:`augmentation_batch`: real images as the training transform hands them to the model
+  (flip, the authors' random erasing, Zhong et al.'s), from :func:`augmentation_samples`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import seaborn as sns
 import torch
 
 __all__ = ["use_style", "retrieval_grid", "activation_maps", "cmc_curve", "ap_histogram", "ranking_toy",
-           "MATCH", "NON_MATCH"]
+           "MATCH", "NON_MATCH", "table1_tradeoff", "architecture", "architecture_shapes", "augmentation_batch",
+           "augmentation_samples"]
 
 MATCH, NON_MATCH = "#2ca02c", "#d62728"  # green, red
 
@@ -624,3 +630,96 @@ def _draw_scale(config, shapes, n, title):
             cv.arrow(x, pooled)
             cv.arrow(pooled, q0)
     return cv.fig
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+ERASING_LABELS = {
+    "official": "authors' code: p = 0.75,\n2-20 % of the area,\none random colour",
+    "zhong": "Zhong et al. defaults: p = 0.5,\n2-40 % of the area,\nImageNet-mean fill",
+    None: "flip only",
+}
+
+
+def _augmentation_records(source, n: int, seed: int):
+    """``n`` images to augment: from a data set (its ``train``), a data-set folder, a list of
+    ``ImageRecord`` / paths / PIL images, or None: market1501-mini, else the synthetic set."""
+    from PIL import Image
+
+    from rrid import book
+    from rrid.data import Market1501
+
+    if source is None:
+        source = book.market_mini() or book.synthetic()
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        source = Market1501(source)
+    items = list(getattr(source, "train", source))
+    if len(items) < n:
+        raise ValueError(f"augmentation_batch: expected at least n={n} images, got {len(items)}")
+    picks = sorted(np.random.default_rng(seed).choice(len(items), n, replace=False))
+    images = []
+    for i in picks:
+        item = items[i]
+        path = getattr(item, "path", item)
+        images.append(item if isinstance(item, Image.Image) else Image.open(path).convert("RGB"))
+    return images
+
+
+def augmentation_samples(images, erasing="official", height: int = 384, width: int = 128, seed: int = 0,
+                         flip: bool = True) -> list:
+    """The training transform applied once to each PIL image, seeded: a list of
+    ``rrid.data.transforms.Augmented`` (the tensor, whether it was flipped, the erased box).
+
+    Torch's global RNG is forked, seeded with ``seed`` and restored afterwards, so the result
+    depends on ``seed`` only and the caller's random state is untouched.
+    """
+    from rrid.data.transforms import observe_train_transform
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return [observe_train_transform(img, height, width, erasing, flip) for img in images]
+
+
+def augmentation_batch(source=None, n: int = 8, seed: int = 0, height: int = 384, width: int = 128,
+                       variants=("official", "zhong")):
+    """Real images as the training transform hands them to the model (denormalised to show).
+
+    Row 1: ``n`` images picked (seeded) from ``source`` (a data set, a data-set folder, records,
+    paths or PIL images; default market1501-mini, or the synthetic set when it is absent),
+    resized to ``height`` x ``width`` (the paper's 384 x 128). Then one row per entry of
+    ``variants``: the training transform with that random erasing (``"official"``: the
+    authors' p = 0.75, 2-20 % of the area, aspect 0.3-3.3, one random colour; ``"zhong"``:
+    Zhong et al.'s defaults, p = 0.5, 2-40 %, filled with the ImageNet mean; None: flip only),
+    each after a horizontal flip with probability 0.5. Each image is titled with what happened
+    to it ("flipped", "erased 12 %"), measured by ``observe_train_transform``, and the erased
+    rectangle is outlined. The same ``seed`` gives the same figure.
+    """
+    from rrid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+
+    use_style()
+    images = _augmentation_records(source, n, seed)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    show = lambda x: (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()  # noqa: E731
+    rows = [("resized input", [build_transforms(height, width, train=False)(img) for img in images], None)]
+    for k, erasing in enumerate(variants):
+        samples = augmentation_samples(images, erasing, height, width, seed=seed + 1 + k)
+        rows.append((ERASING_LABELS[erasing], [s.image for s in samples], samples))
+    col = 0.95
+    fig, axes = plt.subplots(len(rows), n, figsize=(col * n + 1.4, len(rows) * (col * height / width + 0.45)),
+                             squeeze=False)
+    for r, (label, tensors, samples) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.imshow(show(tensors[c]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if samples is not None:
+                s = samples[c]
+                ax.set_title(("flipped" if s.flipped else "not flipped") + "\n"
+                             + (f"erased {100 * s.erased_fraction:.0f} %" if s.box else "not erased"), fontsize="x-small")
+                if s.box:
+                    top, left, h, w = s.box
+                    ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), w, h, fill=False, ec="white", lw=0.8,
+                                               ls=":", gid="erased"))
+        axes[r][0].set_ylabel(label, fontsize="x-small", rotation=0, ha="right", va="center")
+    fig.tight_layout(pad=0.3)
+    return fig

@@ -191,3 +191,53 @@ def test_architecture_bad_arguments():
         viz.architecture(RRIDConfig(backbone="resnet18"), input_size=(96, 32), detail="scale", scale=3)
     with pytest.raises(ValueError, match="detail='fig1'"):
         viz.architecture(detail="fig1")
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def _augmentation_figure_checks(fig, n, source_images):
+    from rrid.data import build_transforms
+
+    assert len(fig.axes) == 3 * n
+    rows = [fig.axes[r * n:(r + 1) * n] for r in range(3)]
+    assert rows[1][0].get_ylabel().startswith("authors' code: p = 0.75") and rows[2][0].get_ylabel().startswith("Zhong")
+    # row 1: the resized input, denormalised back to [0, 1] (the test transform, undone)
+    for ax in rows[0]:
+        shown = ax.images[0].get_array()
+        assert shown.shape == (96, 32, 3) and 0 <= shown.min() and shown.max() <= 1
+    for row in rows[1:]:
+        for ax in row:
+            flip, erase = ax.get_title().split("\n")
+            assert flip in ("flipped", "not flipped")
+            boxes = [p for p in ax.patches if p.get_gid() == "erased"]
+            assert (erase == "not erased") == (not boxes) and (erase == "not erased" or re.fullmatch(r"erased \d+ %", erase))
+    if source_images is not None:
+        plain = build_transforms(96, 32, train=False)
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        resized = [(plain(img).permute(1, 2, 0) * std + mean).clamp(0, 1).numpy() for img in source_images]
+        shown = [ax.images[0].get_array() for ax in rows[0]]
+        assert any(np.allclose(shown[0], r, atol=1e-6) for r in resized)
+
+
+def test_augmentation_batch_synthetic_is_reproducible(synthetic_small):
+    from PIL import Image
+
+    from rrid.data import Market1501
+
+    fig = viz.augmentation_batch(synthetic_small, n=4, seed=0, height=96, width=32)
+    images = [Image.open(r.path).convert("RGB") for r in Market1501(synthetic_small).train]
+    _augmentation_figure_checks(fig, 4, images)
+    again = viz.augmentation_batch(synthetic_small, n=4, seed=0, height=96, width=32)
+    other = viz.augmentation_batch(synthetic_small, n=4, seed=1, height=96, width=32)
+    arrays = lambda f: [ax.images[0].get_array() for ax in f.axes]  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(arrays(fig), arrays(again)))
+    assert not all(np.array_equal(a, b) for a, b in zip(arrays(fig), arrays(other)))
+    with pytest.raises(ValueError, match="at least n=500"):
+        viz.augmentation_batch(synthetic_small, n=500)
+
+
+@pytest.mark.market_mini
+def test_augmentation_batch_real_images(market_mini):
+    fig = viz.augmentation_batch(market_mini, n=3, seed=0, height=96, width=32)
+    _augmentation_figure_checks(fig, 3, None)
