@@ -30,7 +30,7 @@ _PUBLIC = {
     "LivePlot": "rrid.callbacks",
 }
 _SUBMODULES = {"data", "metrics", "viz", "model", "losses", "evaluation", "export", "config", "train", "callbacks", "book",
-               "explain", "profile", "retrieval"}
+               "explain", "profile", "retrieval", "paper"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 

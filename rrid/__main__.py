@@ -136,9 +136,10 @@ def _eval(args) -> int:
                          "use the config the checkpoint was trained with") from None
     model.to(device).eval()
     raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank, device=device,
-                      amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"))
+                      amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"),
+                      ranking_metric=cfg.eval.metric)
     metrics = _summary(raw)
-    print(_format_metrics(metrics))
+    print(_format_metrics(metrics) + ("" if cfg.eval.metric == "market" else f"  (CMC: {cfg.eval.metric})"))
     if args.json:
         with atomic_write(args.json) as f:
             json.dump(metrics, f, indent=2)

@@ -8,7 +8,7 @@ A run is described by six blocks::
     optim:  SGD with two learning-rate groups and a staircase schedule
     loss:   triplet margin, the weight λ of the cross-entropy term
     train:  epochs, seed, AMP, checkpoints, logging, evaluation cadence
-    eval:   test-time options (flip averaging, re-ranking)
+    eval:   test-time options (flip averaging, re-ranking, the ranking metric)
 
 The defaults are the paper's recipe (Park & Ham 2020, "Training", and the authors' code):
 SGD with momentum 0.9 and weight decay 5e-4, learning rates 1e-3 (backbone) and 1e-2
@@ -104,6 +104,11 @@ class TrainConfig:
 class EvalConfig:
     flip: bool = True                   # average each block over the image and its mirror
     rerank: bool = False                # k-reciprocal re-ranking (not used in the paper)
+    # Ranking metric (rrid.metrics.ranking_metrics): "market" = Market-1501 mAP + CMC (the
+    # standard for Market-1501, Duke and the CUHK03-NP 767/700 split); "cuhk03_single_shot" =
+    # the same mAP with the legacy single-gallery-shot CMC, what the authors' code reports for
+    # CUHK03 (configs/cuhk03_* use it; rank-1 is then not comparable with the standard one).
+    metric: Literal["market", "cuhk03_single_shot"] = "market"
 
 
 @dataclass

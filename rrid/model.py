@@ -31,6 +31,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from rrid.paper import TABLE2, Table2Row
+
 BACKBONES = {"resnet50": 2048, "resnet34": 512, "resnet18": 512}  # name -> C
 GLOBAL_POOLS = ("gcp", "gmp", "gap", "gap+gmp", None)
 LOCAL_POOLS = ("gmp", "gap", None)
@@ -41,44 +43,8 @@ CLASSIFIERS = ("official", "paper")
 # ----------------------------------------------------------------------------- config
 
 
-@dataclass(frozen=True)
-class Table2Row:
-    """One row of the paper's Table 2 (ablation), with the published mAP / rank-1 in %."""
-
-    row: int
-    global_pool: str | None
-    local_pool: str | None
-    relation: bool
-    scales: tuple[int, ...]
-    feature_dim: int
-    market_map: float
-    market_rank1: float
-    cuhk03_labeled_map: float
-    cuhk03_labeled_rank1: float
-    cuhk03_detected_map: float
-    cuhk03_detected_rank1: float
-    duke_map: float
-    duke_rank1: float
-    name: str | None = None
-
-
-_P6, _MULTI = (6,), (2, 4, 6)
-# Park & Ham (2020), Table 2: Market-1501, CUHK03 (labeled, detected), DukeMTMC-reID.
-TABLE2 = [
-    Table2Row(1, "gap", None, False, _P6, 256, 74.5, 88.2, 57.0, 60.6, 54.3, 58.4, 62.9, 79.6),
-    Table2Row(2, None, "gap", False, _P6, 1536, 79.0, 92.3, 65.1, 67.9, 62.4, 65.6, 70.0, 84.0),
-    Table2Row(3, "gap", "gap", False, _P6, 1792, 82.9, 92.9, 68.1, 71.4, 63.6, 66.2, 73.5, 85.5),
-    Table2Row(4, "gmp", "gmp", False, _P6, 1792, 83.7, 93.2, 70.7, 73.9, 64.3, 66.8, 74.8, 86.1),
-    Table2Row(5, "gmp", "gmp", True, _P6, 1792, 86.7, 94.2, 73.3, 75.8, 67.6, 70.2, 76.3, 88.3),
-    Table2Row(6, "gap", "gmp", True, _P6, 1792, 85.8, 94.1, 72.6, 75.0, 67.6, 69.6, 75.6, 88.2),
-    Table2Row(7, "gap+gmp", "gmp", True, _P6, 1792, 86.6, 94.3, 72.9, 75.8, 68.1, 70.3, 76.5, 88.4),
-    Table2Row(8, "gcp", "gmp", True, _P6, 1792, 88.0, 94.8, 73.5, 76.6, 69.5, 72.5, 77.1, 89.3, "Ours-S"),
-    Table2Row(9, "gmp", "gmp", False, _MULTI, 3840, 86.7, 94.4, 72.8, 74.6, 67.7, 69.1, 76.1, 87.7),
-    Table2Row(10, "gap", "gmp", False, _MULTI, 3840, 86.5, 94.2, 72.5, 74.7, 67.3, 69.9, 76.5, 87.3),
-    Table2Row(11, "gap+gmp", "gmp", False, _MULTI, 3840, 86.5, 94.1, 72.8, 75.4, 66.5, 69.9, 76.6, 87.8),
-    Table2Row(12, "gcp", "gmp", False, _MULTI, 3840, 87.3, 94.5, 73.0, 75.9, 69.0, 71.6, 77.4, 88.3),
-    Table2Row(13, "gcp", "gmp", True, _MULTI, 3840, 88.9, 95.2, 75.6, 77.9, 69.6, 74.4, 78.6, 89.7, "Ours-F"),
-]
+# Table 2 (the ablation) lives in rrid.paper with the paper's other tables; imported here for
+# RRIDConfig.table2 and for code that imports it from rrid.model.
 PRESETS = {"ours-s": 8, "ours-f": 13}
 
 

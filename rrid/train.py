@@ -545,7 +545,8 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
                 if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                     if rank == 0:
                         raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank,
-                                          device=device, amp=amp_dtype is not None, progress=show)
+                                          device=device, amp=amp_dtype is not None, progress=show,
+                                          ranking_metric=cfg.eval.metric)
                         metrics = _summary(raw)
                         log.write({"kind": "eval", "epoch": epoch, "step": step, **metrics})
                         entry.update(metrics)

@@ -39,6 +39,8 @@ def test_config_loads_validates_and_builds(path):
         assert (cfg.data.p, cfg.data.k, cfg.data.epoch_length, cfg.train.epochs) == (16, 4, "official", 80)
         assert (cfg.optim.backbone_lr, cfg.optim.head_lr, cfg.optim.milestones, cfg.optim.gamma) == (1e-3, 1e-2, (40, 60), 0.1)
         assert (cfg.optim.momentum, cfg.optim.weight_decay, cfg.loss.margin, cfg.loss.ce_weight) == (0.9, 5e-4, 1.2, 2.0)
+        # the authors' code: the legacy single-gallery-shot CMC for CUHK03, Market-1501's elsewhere
+        assert cfg.eval.metric == ("cuhk03_single_shot" if folder.startswith("cuhk03") else "market")
     if folder == "quick":
         assert (cfg.data.dataset, cfg.model.backbone, cfg.model.pretrained) == ("synthetic", "resnet18", False)
     # build small and offline (resnet18, no download): the embedding has the config's F-dim
@@ -59,6 +61,7 @@ def test_defaults_are_the_papers_recipe():
     assert cfg.model == RRIDConfig.preset("ours-f", pretrained=True)
     assert (cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.backbone_lr, cfg.optim.head_lr) == (0.9, 5e-4, 1e-3, 1e-2)
     assert (cfg.optim.milestones, cfg.train.epochs, cfg.data.p * cfg.data.k, cfg.data.val_ids) == ((40, 60), 80, 64, 0)
+    assert cfg.eval.metric == "market"
 
 
 def _write(path: Path, text: str) -> Path:
@@ -104,6 +107,7 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path, text, key, suggesti
     ("model.table2_row=14", "model.table2_row must be an integer 1..13"),
     ("data.p=1", "data.p must be >= 2"),
     ("train.epochs", "expected key=value"),
+    ("eval.metric=cuhk03", "eval.metric: expected 'market' | 'cuhk03_single_shot', got 'cuhk03'"),
 ])
 def test_bad_values_are_errors_that_name_the_setting(override, expected):
     cfg = load_config(ROOT / "configs" / "quick" / "ours_f.yaml")
