@@ -135,7 +135,8 @@ def load_imagenet(resnet: torch.nn.Module, name: str, download: bool = True) -> 
     state = imagenet_state_dict(name, download)
     try:
         resnet.load_state_dict(state, strict=True)
-    except RuntimeError as err:
+    except RuntimeError as err:           # the lines after "Error(s) in loading state_dict" name the keys
+        detail = "; ".join(line.strip() for line in str(err).splitlines()[1:3] if line.strip())
         raise WeightsError(f"ImageNet weights {weights_file(name)} do not fit torchvision's {name}: "
-                           f"{str(err).splitlines()[0]}") from None
+                           f"{detail[:300]}") from None
     return resnet

@@ -40,3 +40,100 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ----------------------------------------------------------------------------- stale temps of killed writers
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _touch(path, age: float = 0.0, folder: bool = False):
+    import time
+
+    path.mkdir() if folder else path.write_bytes(b"x" * 10)
+    if age:
+        os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_temp_names_say_whose_they_are(tmp_path):
+    from rrid.files import temp_prefix
+
+    names = []
+
+    class Spy(Exception):
+        pass
+
+    with pytest.raises(Spy):
+        with atomic_path(tmp_path / "last.pt") as tmp:
+            names.append(tmp.name)
+            raise Spy
+    assert names[0].startswith(temp_prefix(tmp_path / "last.pt")) and names[0].endswith(".tmp")
+    assert f".rrid-{os.getpid()}-" in names[0]
+
+
+def test_only_stale_temps_of_ours_are_removed(tmp_path):
+    import socket
+
+    from rrid.files import STALE_AGE, remove_stale_temps, temp_prefix
+
+    host = temp_prefix("x").split("-", 2)[2].rstrip(".")     # this host as the names spell it
+    assert host and "." not in host and socket.gethostname()
+    dead, hour = _dead_pid(), STALE_AGE + 60
+    stale = [
+        _touch(tmp_path / f".last.pt.rrid-{dead}-{host}.abcd_123.tmp"),               # writer killed (kill -9)
+        _touch(tmp_path / f".best.pt.rrid-{dead}-{host}.x1y2z3w4.tmp"),
+        _touch(tmp_path / f".other-host.pt.rrid-1-elsewhere.abcdefgh.tmp", age=hour),  # another host, long untouched
+        _touch(tmp_path / ".last.pt.q9w8e7r6.tmp", age=hour),                         # an older rrid's name
+        _touch(tmp_path / f".synthetic.rrid-{dead}-{host}.k2j3h4g5.tmp", folder=True),  # a temp folder
+    ]
+    kept = [
+        _touch(tmp_path / f".last.pt.rrid-{os.getpid()}-{host}.aaaaaaaa.tmp"),        # this live process
+        _touch(tmp_path / f".config.yaml.rrid-1-elsewhere.bbbbbbbb.tmp"),             # another host, fresh
+        _touch(tmp_path / ".last.pt.z9z9z9z9.tmp"),                                   # older name, fresh
+        _touch(tmp_path / "last.pt", age=hour), _touch(tmp_path / "notes.tmp", age=hour),
+        _touch(tmp_path / ".last.pt.tmp", age=hour), _touch(tmp_path / ".cache.abcdefgh.tmp", age=hour),
+    ]
+    (tmp_path / "sub").mkdir()
+    below = _touch(tmp_path / "sub" / f".last.pt.rrid-{dead}-{host}.abcdefgh.tmp")   # not below the folder
+    # PID 1 is alive on every Linux machine: a temp of a live writer of this host stays
+    live = _touch(tmp_path / f".metrics.jsonl.rrid-1-{host}.cccccccc.tmp", age=hour)
+
+    removed = remove_stale_temps(tmp_path, ["last.pt", "best.pt", "other-host.pt", "synthetic"])
+    assert sorted(removed) == sorted(stale)
+    assert all(p.exists() for p in kept + [below, live]) and not any(p.exists() for p in stale)
+    # without names, the older rrid's names (no PID to check) are never touched
+    legacy = _touch(tmp_path / ".best.pt.m1n2b3v4.tmp", age=hour)
+    assert remove_stale_temps(tmp_path) == [] and legacy.exists()
+
+
+def test_atomic_write_cleans_the_stale_temps_of_its_target(tmp_path):
+    from rrid.files import temp_prefix
+
+    dead = _dead_pid()
+    host = temp_prefix("x").split("-", 2)[2].rstrip(".")
+    litter = _touch(tmp_path / f".table.csv.rrid-{dead}-{host}.abcdefgh.tmp")
+    other = _touch(tmp_path / f".model.onnx.rrid-{dead}-{host}.abcdefgh.tmp")     # another target: not this write's
+    with atomic_write(tmp_path / "table.csv") as f:
+        f.write("a\n")
+    assert not litter.exists() and other.exists()
+
+
+def test_describe_write_error():
+    import errno
+
+    from rrid.files import describe_write_error
+
+    assert describe_write_error(OSError(errno.ENOSPC, "No space left on device")) == "No space left on device"
+    assert describe_write_error(OSError(errno.EDQUOT, "Disk quota exceeded")) == "No space left on device"
+    assert "No space left on device" in describe_write_error(
+        RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1152 vs 1046"))
+    assert describe_write_error(OSError(errno.EROFS, "Read-only file system")) == "Read-only file system"
+    assert describe_write_error(RuntimeError("cannot pickle 'generator' object")) is None   # a bug: not explained
+    assert describe_write_error(KeyError("x")) is None
