@@ -138,9 +138,10 @@ def _eval(args) -> int:
         check_device(args.device, "--device")
     ckpt = load_checkpoint(args.checkpoint)
     cfg.model.pretrained = False                              # the weights come from the checkpoint
-    dataset = build_dataset(cfg)
-    model = RRID(cfg.model, ckpt.get("num_classes", dataset.num_train_ids))
+    dataset = None if "num_classes" in ckpt else build_dataset(cfg)
+    model = RRID(cfg.model, ckpt["num_classes"] if dataset is None else dataset.num_train_ids)
     load_weights(model, ckpt["model"], args.checkpoint, f"the model of {args.config}")
+    dataset = dataset or build_dataset(cfg)
     device = _pick_device(args.device or cfg.train.device, 0)
     loaders = build_run_loaders(cfg, dataset, device)
     model.to(device).eval()

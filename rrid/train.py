@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -55,7 +56,7 @@ from rrid.model import RRID, param_groups
 
 __all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "CheckpointError", "RunFolderError",
            "build_dataset", "build_model", "build_run_loaders", "save_checkpoint", "load_checkpoint", "load_model",
-           "load_weights", "tensor_checksums", "batch_seed", "seed_everything", "RUN_FILES", "RESUME_MAY_DIFFER"]
+           "load_weights", "state_dict_mismatch", "tensor_checksums", "batch_seed", "seed_everything", "RUN_FILES", "RESUME_MAY_DIFFER"]
 
 CHECKPOINT_FORMAT = 2                   # 2: with "checksums" and "best_step"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")   # a folder holding any of these holds a run
@@ -362,15 +363,29 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     return payload
 
 
+def state_dict_mismatch(err: RuntimeError) -> str:
+    """One short line from ``load_state_dict``'s error: how many keys are missing or unexpected
+    (with the first two) and the first size mismatch."""
+    parts = []
+    for line in str(err).splitlines()[1:]:
+        line = line.strip()
+        m = re.match(r"^(Missing|Unexpected) key\(s\) in state_dict: (.*)$", line)
+        if m:
+            keys = re.findall(r'"([^"]+)"', m[2])
+            more = f", ... {len(keys) - 2} more" if len(keys) > 2 else ""
+            parts.append(f"{m[1]} key(s): {len(keys)} ({', '.join(keys[:2])}{more})")
+        elif line.startswith("size mismatch") and not any(p.startswith("size mismatch") for p in parts):
+            parts.append(line[:200])
+    return "; ".join(parts) or (str(err).splitlines() or ["state dict mismatch"])[0]
+
+
 def load_weights(model: nn.Module, state: dict, path: str | os.PathLike, what: str = "the model") -> None:
     """``model.load_state_dict(state)``; a CheckpointError naming ``path`` when they do not fit."""
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        detail = "; ".join(lines[1:3]) or lines[0] if lines else "state dict mismatch"
-        raise CheckpointError(f"checkpoint {path} does not fit {what} ({detail[:300]}); use the config the "
-                              "checkpoint was trained with") from None
+        raise CheckpointError(f"checkpoint {path} does not fit {what} ({state_dict_mismatch(e)}); use the "
+                              "config the checkpoint was trained with") from None
 
 
 def load_model(path: str | os.PathLike, device: Any = "cpu") -> RRID:

@@ -135,8 +135,9 @@ def load_imagenet(resnet: torch.nn.Module, name: str, download: bool = True) -> 
     state = imagenet_state_dict(name, download)
     try:
         resnet.load_state_dict(state, strict=True)
-    except RuntimeError as err:           # the lines after "Error(s) in loading state_dict" name the keys
-        detail = "; ".join(line.strip() for line in str(err).splitlines()[1:3] if line.strip())
+    except RuntimeError as err:
+        from rrid.train import state_dict_mismatch
+
         raise WeightsError(f"ImageNet weights {weights_file(name)} do not fit torchvision's {name}: "
-                           f"{detail[:300]}") from None
+                           f"{state_dict_mismatch(err)}") from None
     return resnet
