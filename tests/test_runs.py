@@ -122,7 +122,8 @@ def test_resume_with_another_architecture_is_one_line_and_changes_nothing(traine
 
     # train.epochs and where/how it runs may change on resume: the run goes on
     code = main(["train", *cli_args(data, "--out", str(out), "--resume", "--no-progress", **{
-        "train.epochs": 2, "train.device": "cpu", "train.num_threads": 2, "data.workers": 0, "train.eval_every": 3})])
+        "train.epochs": 2, "train.device": "cpu", "train.log_every": 5, "train.eval_every": 3,
+        "train.checkpoint_every_steps": 1, "data.test_batch_size": 64})])
     assert code == 0
     assert load_checkpoint(out / "last.pt")["step"] == 2 * load_checkpoint(trained / "last.pt")["step"]
     assert load_config(out / "config.yaml").train.epochs == 2
