@@ -56,7 +56,8 @@ from rrid.model import RRID, param_groups
 
 __all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "CheckpointError", "RunFolderError",
            "build_dataset", "build_model", "build_run_loaders", "save_checkpoint", "load_checkpoint", "load_model",
-           "load_weights", "state_dict_mismatch", "tensor_checksums", "batch_seed", "seed_everything", "RUN_FILES", "RESUME_MAY_DIFFER"]
+           "load_weights", "state_dict_mismatch", "tensor_checksums", "batch_seed", "seed_everything",
+           "RUN_FILES", "RESUME_MAY_DIFFER"]
 
 CHECKPOINT_FORMAT = 2                   # 2: with "checksums" and "best_step"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")   # a folder holding any of these holds a run
