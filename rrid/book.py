@@ -221,7 +221,8 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
             continue
         try:
             if not done.is_file():
-                result = rrid.fit(config, out_dir=cache / f"{tag}-run", progress=False)
+                # the run folder is the cache's own: a build killed half-way is replaced
+                result = rrid.fit(config, out_dir=cache / f"{tag}-run", progress=False, overwrite=True)
                 with atomic_path(done) as tmp:
                     shutil.copyfile(result.last_checkpoint, tmp)
         finally:

@@ -53,7 +53,7 @@ class RRIDConfig:
     """Architecture of one RRID variant (defaults: Ours-F, the full model of Table 2, row 13).
 
     backbone      "resnet50" (C = 2048) | "resnet34" | "resnet18" (C = 512, CPU quick mode)
-    pretrained    ImageNet weights through torchvision's weights API (downloads once)
+    pretrained    torchvision's ImageNet weights, checksum-verified (rrid.weights; downloads once)
     last_stride   stride of ResNet's layer4 (1 in the paper: 24 x 8 map at 384 x 128)
     scales        stripe counts n of the branches P_n: (2, 4, 6) Ours-F, (6,) Ours-S
     reduced_dim   c, the width of every p̄_i, r̄_i, q_i, q_0 (256)
@@ -141,17 +141,11 @@ def resnet_backbone(name: str = "resnet50", pretrained: bool = False, last_strid
     """
     if name not in BACKBONES:
         raise ValueError(f"backbone {name!r}: expected one of {list(BACKBONES)}")
-    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1 if pretrained else None
-    try:
-        resnet = torchvision.models.get_model(name, weights=weights)
-    except Exception as err:  # no internet, proxy, corrupt download
-        if weights is None:
-            raise
-        raise RuntimeError(
-            f"could not load the ImageNet weights {weights} for backbone {name!r} from {weights.url} ({err}). "
-            f"Without internet, copy {weights.url.rsplit('/', 1)[-1]} into {torch.hub.get_dir()}/checkpoints/ "
-            "(torch's cache), or set pretrained=False."
-        ) from err
+    resnet = torchvision.models.get_model(name, weights=None)
+    if pretrained:  # verified against its SHA-256, then read with weights_only=True (rrid.weights)
+        from rrid.weights import load_imagenet
+
+        load_imagenet(resnet, name)
     block = resnet.layer4[0]
     strided = block.conv2 if isinstance(block, torchvision.models.resnet.Bottleneck) else block.conv1
     strided.stride = (last_stride, last_stride)

@@ -21,7 +21,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command, expected", [
     ((), ["train", "eval", "synth", "export", "COMMAND --help"]),
-    (("train",), ["--config", "--out", "--resume", "--set KEY=VALUE", "train.epochs=10", "torchrun", "last.pt", "best.pt"]),
+    (("train",), ["--config", "--out", "--resume", "--overwrite", "--set KEY=VALUE", "train.epochs=10", "torchrun",
+                  "last.pt", "best.pt", "SHA-256", "exit status"]),
     (("eval",), ["--config", "--checkpoint", "--json", "--set KEY=VALUE", "mAP"]),
     (("synth",), ["out", "--seed", "--train-ids"]),
     (("export",), ["--checkpoint", "--config", "--out", "onnx"]),
@@ -62,8 +63,9 @@ def test_train_with_overrides_then_eval_checkpoint(tmp_path, capsys):
     assert f"mAP={100 * metrics['mAP']:.1f}" in evaluated and f"mAP={100 * metrics['mAP']:.1f}" in trained
 
     other = ROOT / "configs" / "quick" / "row01.yaml"                         # a checkpoint of another model
-    with pytest.raises(SystemExit, match="does not fit the model"):
-        main(["eval", "--config", str(other), *args[2:], "--checkpoint", str(tmp_path / "run" / "best.pt")])
+    assert main(["eval", "--config", str(other), *args[2:], "--checkpoint", str(tmp_path / "run" / "best.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "key(s)" in err and len(err.strip().splitlines()) == 1
 
 
 def _market_zip(tmp_path: Path) -> Path:

@@ -450,7 +450,7 @@ def test_kill_during_extract_leaves_no_target_and_is_cleaned_next_time(tmp_path,
     assert killed(lambda: dl.extract(archive, dest), where) == signal.SIGKILL
     assert not dest.exists()
     litter = [p.name for p in tmp_path.iterdir() if p.name.startswith(".dest.")]
-    assert len(litter) == 1 and re.match(r"\.dest\.\d+-\d+@", litter[0])  # the dead writer's pid and start time
+    assert len(litter) == 1 and re.match(r"\.dest\.rrid-\d+-\d+-", litter[0])  # the dead writer's pid and start time
     dl.extract(archive, dest)  # the dead writer's temp folder is removed; the unpacking succeeds
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "dest"]
     assert sorted(p.name for p in (dest / "pkg").iterdir()) == [f"{i}.txt" for i in range(5)]

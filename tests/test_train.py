@@ -150,7 +150,7 @@ def test_crash_during_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(CheckpointError, match="simulated"):
         save_checkpoint({"model": {"w": torch.zeros(4)}, "step": 2}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]     # no temp file left
