@@ -1,4 +1,4 @@
-"""Command line: ``python -m rrid train | eval | synth | export | prepare`` (also installed as ``rrid``)."""
+"""Command line: ``python -m rrid train | eval | synth | export | prepare | import-authors`` (also installed as ``rrid``)."""
 
 from __future__ import annotations
 
@@ -74,11 +74,26 @@ def _parser() -> argparse.ArgumentParser:
                                    "folder tree, so that `Market1501(root)` and the configs find it.",
                        epilog="example:\n  python -m rrid prepare market1501 --source "
                               "~/Downloads/Market-1501-v15.09.15.zip --root data/market1501")
-    p.add_argument("dataset", choices=["market1501"], help="which data set")
-    p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip")
-    p.add_argument("--root", default="data/market1501", help="target folder (default: data/market1501)")
+    p.add_argument("dataset", choices=["market1501", "openreid"],
+                   help="which data set (openreid: the RRID authors' Market-1501 download, open-reid layout)")
+    p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip (or of the open-reid zip)")
+    p.add_argument("--root", default=None,
+                   help="target folder (default: data/market1501, for openreid data/market1501-openreid)")
     p.add_argument("--md5", default=None,
-                   help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a)")
+                   help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a; "
+                        "none for openreid)")
+
+    p = sub.add_parser("import-authors", help="convert the authors' released model into an rrid checkpoint",
+                       formatter_class=raw,
+                       description="Read the authors' pretrained_weights.pth (a pickled DataParallel(RelationModel) "
+                                   "of PyTorch 0.4.1, or a state dict in their names) without running any code from "
+                                   "it, map its 723 tensors onto rrid.RRID (Ours-F) and write a checkpoint that "
+                                   "`python -m rrid eval --checkpoint` and rrid.train.load_model read.",
+                       epilog="example:\n  python -m rrid import-authors pretrained_weights.pth --out runs/authors.pt\n"
+                              "  python -m rrid eval --config configs/market1501/row13_ours_f.yaml --checkpoint "
+                              "runs/authors.pt \\\n      --set data.dataset=openreid --set data.root=data/market1501-openreid")
+    p.add_argument("weights", help="the authors' pretrained_weights.pth")
+    p.add_argument("--out", required=True, help="rrid checkpoint to write")
     return parser
 
 
@@ -141,8 +156,25 @@ def _eval(args) -> int:
 def _prepare(args) -> int:
     from rrid.data.download import MARKET1501_MD5, prepare_market1501
 
-    root = prepare_market1501(args.source, args.root, md5=args.md5 or MARKET1501_MD5)
+    if args.dataset == "openreid":
+        from rrid.data.openreid import prepare_openreid
+
+        root = prepare_openreid(args.source, args.root or "data/market1501-openreid", md5=args.md5)
+        print(f"the open-reid data set is ready in {root} (--set data.dataset=openreid --set data.root={root})")
+        return 0
+    root = prepare_market1501(args.source, args.root or "data/market1501", md5=args.md5 or MARKET1501_MD5)
     print(f"Market-1501 is ready in {root}")
+    return 0
+
+
+def _import_authors(args) -> int:
+    from rrid.authors import import_authors
+    from rrid.train import load_model
+
+    out = import_authors(args.weights, args.out)
+    model = load_model(out)
+    print(f"{args.weights} -> {out}: Ours-F, {model.num_classes} classes, "
+          f"{len(model.state_dict())} tensors, {model.config.feature_dim}-d embedding")
     return 0
 
 
@@ -160,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rrid.data import DatasetError
 
-    commands = {"train": _train, "eval": _eval, "prepare": _prepare}
+    commands = {"train": _train, "eval": _eval, "prepare": _prepare, "import-authors": _import_authors}
     try:
         return commands[args.command](args)
     except (ConfigError, CheckpointError, DatasetError) as e:   # bad input: one clear line, no traceback

@@ -49,7 +49,8 @@ from rrid.losses import RRIDLoss
 from rrid.model import RRID, param_groups
 
 __all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "CheckpointError",
-           "build_dataset", "build_model", "build_run_loaders", "save_checkpoint", "load_checkpoint", "load_model", "batch_seed",
+           "build_dataset", "build_model", "build_run_loaders", "model_payload", "save_checkpoint", "load_checkpoint",
+           "load_model", "batch_seed",
            "seed_everything"]
 
 CHECKPOINT_FORMAT = 1
@@ -102,6 +103,8 @@ def build_dataset(cfg: ExperimentConfig):
         dataset = rdata.DukeMTMCReID(d.root)
     elif d.dataset == "cuhk03":
         dataset = rdata.CUHK03NP(d.root, d.variant)
+    elif d.dataset == "openreid":
+        dataset = rdata.OpenReID(d.root)
     else:
         dataset = rdata.ImageList(d.root)
     return hold_out_ids(dataset, d.val_ids) if d.val_ids else dataset
@@ -235,6 +238,14 @@ def _set_rng_state(state: dict, loader_generator: Optional[torch.Generator]) -> 
         torch.cuda.set_rng_state_all(state["cuda"])
     if "loader" in state and loader_generator is not None:
         loader_generator.set_state(state["loader"])
+
+
+def model_payload(model: RRID, config: ExperimentConfig) -> dict:
+    """The part of a checkpoint that ``load_model`` and ``python -m rrid eval`` read: the format
+    version, the model's state dict, its number of classes and the run's config. ``fit`` adds
+    the training state to it; ``rrid.authors.import_authors`` writes it alone."""
+    return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "num_classes": model.num_classes,
+            "config": config_to_dict(config)}
 
 
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
@@ -459,11 +470,11 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
                 if rank != 0:
                     return
                 payload = {
-                    "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    **model_payload(model, cfg), "optimizer": optimizer.state_dict(),
                     "scheduler": _plain_scheduler_state(scheduler.state_dict()), "scaler": scaler.state_dict(),
                     "sampler": sampler.state_dict(batches_done=batch), "rng": _rng_state(generator),
                     "epoch": epoch, "batch": batch, "step": step, "best_map": best_map, "epoch_sums": sums.clone(),
-                    "num_classes": dataset.num_train_ids, "world_size": world, "config": config_to_dict(cfg),
+                    "world_size": world,
                 }
                 save_checkpoint(payload, path)
 
