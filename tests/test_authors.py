@@ -210,3 +210,204 @@ def test_real_size_041_file(tmp_path):
     assert model.num_classes == 751 and model.config.feature_dim == 3840
     assert_same_tensors(model, big)
     assert_same_embeddings(model, big, n=1)
+
+
+# ----------------------------------------------------------------------------- PyTorch 0.4.1 variants
+
+VARIANTS = {   # name: (save_like_pytorch_041 options, byte strings the file must contain)
+    "cuda storages, Parameter class, num_batches_tracked": (
+        dict(), [b"ctorch.cuda\nFloatStorage\n", b"ctorch.cuda\nLongStorage\n", b"ctorch.nn.parameter\nParameter\n",
+                 b"_get_thnn_function_backend", b"cuda:0", b"num_batches_tracked"]),
+    "cuda storages, Parameter class, no num_batches_tracked": (
+        dict(num_batches_tracked=False), [b"ctorch.cuda\nFloatStorage\n", b"ctorch.nn.parameter\nParameter\n"]),
+    "cpu storages, _rebuild_parameter, torch.device": (
+        dict(storage_module="torch", location="cpu", parameter="rebuild", src_device=True),
+        [b"ctorch\nFloatStorage\n", b"ctorch._utils\n_rebuild_parameter\n", b"ctorch\ndevice\n"]),
+}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant_file(request, standin, tmp_path_factory):
+    options, marks = VARIANTS[request.param]
+    path = save_like_pytorch_041(standin, tmp_path_factory.mktemp("v041") / "weights.pth", **options)
+    return path, options, marks
+
+
+def test_041_variants_import_exactly(variant_file, standin):
+    path, options, marks = variant_file
+    data = path.read_bytes()
+    assert all(m in data for m in marks)                                   # the variant is really in the file
+    assert (b"num_batches_tracked" in data) == options.get("num_batches_tracked", True)
+    model = authors.load_checkpoint(path)
+    ours, theirs = model.state_dict(), their_tensors(standin)
+    tracked = [k for k in ours if k.endswith("num_batches_tracked")]
+    assert len(tracked) == 98
+    if options.get("num_batches_tracked", True):
+        assert_same_tensors(model, standin)
+    else:                       # absent from the file: rrid's own value (0), everything else from the file
+        assert all(ours[k] == 0 for k in tracked)
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours if k not in tracked)
+
+
+def test_emulated_041_file_is_a_real_torch_file(variant_file, standin):
+    """The emulation is faithful enough for torch itself: with the stand-in modules importable,
+    torch.load (which runs the pickle) rebuilds the same module tree and tensors."""
+    path, options, _ = variant_file
+    with authors.standin_modules():
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    assert type(loaded) is type(standin) and type(loaded.module) is type(standin.module)
+    got, expected = loaded.module.state_dict(), standin.module.state_dict()
+    if not options.get("num_batches_tracked", True):
+        expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+    assert_standin_not_importable()
+
+
+# ----------------------------------------------------------------------------- files that would run code
+
+class Payload:
+    """Pickles as a call of ``func(*args)``: what a malicious checkpoint hides."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def pickled_name(func) -> str:
+    """How protocol 2 names ``func`` (Python 2 names: posix.system, __builtin__.eval, commands.Popen)."""
+    import pickletools
+
+    (arg,) = [arg for op, arg, _ in pickletools.genops(pickle.dumps(func, protocol=2)) if op.name == "GLOBAL"]
+    return arg.replace(" ", ".")
+
+
+def payloads(marker: Path):
+    return {
+        "os.system": Payload(os.system, f"touch {marker}"),
+        "builtins.eval": Payload(eval, f"open({str(marker)!r}, 'w')"),
+        "subprocess.Popen": Payload(subprocess.Popen, ["touch", str(marker)]),
+    }
+
+
+def test_the_payload_is_live(tmp_path):
+    """Without the allow-list the file runs its payload (so the refusals below mean something)."""
+    marker = tmp_path / "marker"
+    payload = payloads(marker)["os.system"]
+    torch.save(payload, tmp_path / "evil.pth")
+    torch.load(tmp_path / "evil.pth", weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+@pytest.mark.parametrize("where", ["top level", "inside the model's __dict__"])
+@pytest.mark.parametrize("name", ["os.system", "builtins.eval", "subprocess.Popen"])
+def test_code_in_the_file_is_refused_and_never_runs(tmp_path, standin, fmt, where, name):
+    marker = tmp_path / "marker"
+    payload = payloads(marker)[name]
+    global_name = pickled_name(payload.func)
+    path = tmp_path / "evil.pth"
+    if where == "top level":
+        torch.save(payload, path, _use_new_zipfile_serialization=fmt == "zip")
+    else:
+        standin.module.extra = payload
+        try:
+            authors.save_standin(standin, path, legacy=fmt == "legacy")
+        finally:
+            del standin.module.extra
+    module, _, attr = global_name.rpartition(".")
+    assert f"c{module}\n{attr}\n".encode() in path.read_bytes()          # the GLOBAL opcode is in the file
+    with pytest.raises(UnsafeCheckpointError) as err:
+        authors.load_checkpoint(path)
+    assert f"the global {global_name}," in str(err.value) and str(path) in str(err.value)
+    out = tmp_path / "imported.pt"
+    assert main(["import-authors", str(path), "--out", str(out)]) == 2
+    assert not marker.exists() and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pth"]       # no trace at all
+
+
+def test_unexpected_global_in_an_otherwise_fine_041_file_is_refused(tmp_path, standin):
+    path = save_like_pytorch_041(standin, tmp_path / "w.pth")
+    data = path.read_bytes().replace(b"ctorch.nn.modules.activation\nReLU\n", b"ctorch.nn.modules.activation\nGELU\n")
+    path.write_bytes(data)
+    with pytest.raises(UnsafeCheckpointError, match=r"names the global torch\.nn\.modules\.activation\.GELU"):
+        authors.load_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- plain state dicts, bad tensors
+
+@pytest.mark.parametrize("prefix", [True, False])
+def test_plain_state_dict_with_or_without_module_prefix(tmp_path, standin, prefix):
+    sd = standin.state_dict() if prefix else standin.module.state_dict()
+    assert all(k.startswith("module.") for k in sd) == prefix
+    torch.save(sd, tmp_path / "sd.pth")
+    model = authors.load_checkpoint(tmp_path / "sd.pth")
+    assert_same_tensors(model, standin)
+
+
+def test_missing_and_extra_tensors_are_listed(tmp_path, standin):
+    sd = standin.module.state_dict()
+    del sd["local_6_conv_list.2.1.running_var"], sd["fc_rest_4_list.3.bias"]
+    sd["base.fc.weight"] = torch.zeros(3, 2048)
+    sd["local_6_conv_list.6.0.weight"] = torch.zeros(16, 2048, 1, 1)        # a seventh stripe of P6
+    torch.save(sd, tmp_path / "sd.pth")
+    with pytest.raises(AuthorsCheckpointError) as err:
+        authors.load_checkpoint(tmp_path / "sd.pth")
+    msg = str(err.value)
+    assert "missing tensors (2: fc_rest_4_list.3.bias, local_6_conv_list.2.1.running_var)" in msg
+    assert "unexpected tensors (2: base.fc.weight, local_6_conv_list.6.0.weight)" in msg
+
+
+def test_wrong_shapes_are_listed(tmp_path, standin):
+    sd = standin.module.state_dict()
+    sd["relation_2_conv_list.1.0.weight"] = torch.zeros(16, 33, 1, 1)
+    torch.save(sd, tmp_path / "sd.pth")
+    with pytest.raises(AuthorsCheckpointError, match=r"wrong shape \(1: relation_2_conv_list\.1\.0\.weight "
+                                                     r"\(16, 33, 1, 1\) \(expected \(16, 32, 1, 1\)\)"):
+        authors.load_checkpoint(tmp_path / "sd.pth")
+
+
+def test_number_of_classes_comes_from_the_classifiers(tmp_path):
+    """The authors' default run trains on 651 identities (100 held out); K is read, not assumed."""
+    sd = authors.make_standin(num_classes=651, reduced_dim=8).module.state_dict()
+    torch.save(sd, tmp_path / "sd.pth")
+    model = authors.load_checkpoint(tmp_path / "sd.pth")
+    assert model.num_classes == 651 and model.heads.P2.classifiers.q0.out_features == 651
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "neither a zip archive nor"),
+    (b"not a checkpoint at all", "neither a zip archive nor"),
+])
+def test_files_that_are_not_checkpoints(tmp_path, content, message):
+    (tmp_path / "x.pth").write_bytes(content)
+    with pytest.raises(AuthorsCheckpointError, match=message):
+        authors.load_checkpoint(tmp_path / "x.pth")
+
+
+def test_truncated_files_are_named(files, tmp_path):
+    for fmt, path in files.items():
+        cut = tmp_path / f"cut_{fmt}.pth"
+        cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        with pytest.raises(AuthorsCheckpointError, match=str(cut)):
+            authors.load_checkpoint(cut)
+    with pytest.raises(AuthorsCheckpointError, match="do not exist"):
+        authors.load_checkpoint(tmp_path / "absent.pth")
+
+
+# ----------------------------------------------------------------------------- CLI and rrid checkpoints
+
+def test_cli_writes_a_checkpoint_that_load_model_reads(files, standin, tmp_path, capsys):
+    out = tmp_path / "authors.pt"
+    assert main(["import-authors", str(files["legacy"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "10 classes, 723 tensors, 240-d embedding" in printed
+    from rrid.train import load_checkpoint, load_model
+
+    ckpt = load_checkpoint(out)
+    assert ckpt["num_classes"] == 10 and ckpt["config"]["model"]["reduced_dim"] == 16
+    model = load_model(out)
+    assert_same_tensors(model, standin)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["authors.pt"]      # written atomically, no temp left
