@@ -117,7 +117,7 @@ class StorageType:
 
 class Storage:
     """One storage of the file: ``numel`` elements of ``dtype`` under ``key``; ``data`` is filled in
-    (a 1-D CPU tensor) once the bytes are read. ``offset``/``size`` describe a view (legacy files)."""
+    (a 1-D CPU tensor) once the bytes are read."""
 
     def __init__(self, key: str, dtype: torch.dtype, numel: int, location: str):
         self.key, self.dtype, self.numel, self.location = key, dtype, numel, location
@@ -125,6 +125,8 @@ class Storage:
 
 
 class StorageView:
+    """``numel`` elements of ``root`` from ``offset`` on (legacy files could pickle storage views)."""
+
     def __init__(self, root: Storage, offset: int, numel: int):
         self.root, self.offset, self.numel = root, offset, numel
 
@@ -205,6 +207,18 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+def _fresh(template):
+    """A copy of an ``ALLOWED_GLOBALS`` entry for one load: a pickle may set attributes on what
+    ``find_class`` returns (BUILD), and that must not change how the next file is read."""
+    if isinstance(template, type) and issubclass(template, (PickledModule, _Device)):
+        return type(template.__name__, (template,), {})
+    if isinstance(template, StorageType):
+        return StorageType(template.name, template.dtype)
+    if template in (OrderedDict, set):           # built-in types: their attributes cannot be set
+        return template
+    return lambda *args, **kwargs: template(*args, **kwargs)
+
+
 class SafeUnpickler(pickle.Unpickler):
     """An unpickler that knows only ``ALLOWED_GLOBALS`` and resolves torch's persistent ids
     (storages, and in legacy files module classes) to the inert objects above.
@@ -215,14 +229,16 @@ class SafeUnpickler(pickle.Unpickler):
     def __init__(self, file, source: str, storages: dict[str, Storage] | None = None):
         super().__init__(file)
         self.source, self.storages = source, storages if storages is not None else {}
+        self.stand_ins: dict[tuple[str, str], Any] = {}
 
     def find_class(self, module: str, name: str):
-        try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
+        if (module, name) not in ALLOWED_GLOBALS:
             raise UnsafeCheckpointError(
                 f"{self.source} names the global {module}.{name}, which a pickled RelationModel does not hold "
-                "and which could run code when loaded: refused, nothing from the file was executed") from None
+                "and which could run code when loaded: refused, nothing from the file was executed")
+        if (module, name) not in self.stand_ins:
+            self.stand_ins[(module, name)] = _fresh(ALLOWED_GLOBALS[(module, name)])
+        return self.stand_ins[(module, name)]
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or not pid:

@@ -264,6 +264,18 @@ def test_emulated_041_file_is_a_real_torch_file(variant_file, standin):
     assert_standin_not_importable()
 
 
+def test_parameter_with_python_state(tmp_path, standin):
+    """Modern torch pickles a Parameter that carries attributes with _rebuild_parameter_with_state."""
+    weight = standin.module.base.conv1.weight
+    weight.note = "tagged"
+    try:
+        path = authors.save_standin(standin, tmp_path / "w.pth")
+    finally:
+        del weight.note
+    assert b"_rebuild_parameter_with_state" in path.read_bytes()
+    assert_same_tensors(authors.load_checkpoint(path), standin)
+
+
 # ----------------------------------------------------------------------------- files that would run code
 
 class Payload:
@@ -336,13 +348,28 @@ def test_unexpected_global_in_an_otherwise_fine_041_file_is_refused(tmp_path, st
         authors.load_checkpoint(path)
 
 
+def test_a_file_cannot_change_how_the_next_one_is_read(tmp_path, files, standin):
+    """BUILD can set attributes on what find_class returned (here the dtype of torch.FloatStorage);
+    each load gets its own stand-ins, so the next file is read as before."""
+    import io
+
+    evil = b"\x80\x02ctorch\nFloatStorage\nN}X\x05\x00\x00\x00dtypeNs\x86b."   # FloatStorage.dtype = None
+    assert authors.SafeUnpickler(io.BytesIO(evil), "evil").load().dtype is None
+    assert authors.ALLOWED_GLOBALS[("torch", "FloatStorage")].dtype == torch.float32
+    (tmp_path / "evil.pth").write_bytes(evil)
+    with pytest.raises(AuthorsCheckpointError, match="neither a zip archive nor"):
+        authors.load_checkpoint(tmp_path / "evil.pth")
+    assert_same_tensors(authors.load_checkpoint(files["zip"]), standin)
+
+
 # ----------------------------------------------------------------------------- plain state dicts, bad tensors
 
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
 @pytest.mark.parametrize("prefix", [True, False])
-def test_plain_state_dict_with_or_without_module_prefix(tmp_path, standin, prefix):
+def test_plain_state_dict_with_or_without_module_prefix(tmp_path, standin, prefix, fmt):
     sd = standin.state_dict() if prefix else standin.module.state_dict()
     assert all(k.startswith("module.") for k in sd) == prefix
-    torch.save(sd, tmp_path / "sd.pth")
+    torch.save(sd, tmp_path / "sd.pth", _use_new_zipfile_serialization=fmt == "zip")
     model = authors.load_checkpoint(tmp_path / "sd.pth")
     assert_same_tensors(model, standin)
 
@@ -411,3 +438,14 @@ def test_cli_writes_a_checkpoint_that_load_model_reads(files, standin, tmp_path,
     model = load_model(out)
     assert_same_tensors(model, standin)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["authors.pt"]      # written atomically, no temp left
+
+
+def test_cli_help_of_import_authors(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["import-authors", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    assert "without running any code" in out and "--out" in out and "data.dataset=openreid" in out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "import-authors" in capsys.readouterr().out
