@@ -1,4 +1,4 @@
-"""Command line: ``python -m rrid train | eval | synth | export | prepare`` (also installed as ``rrid``)."""
+"""Command line: ``python -m rrid train | eval | synth | export | prepare | import-authors`` (also installed as ``rrid``)."""
 
 from __future__ import annotations
 
@@ -94,17 +94,32 @@ def _parser() -> argparse.ArgumentParser:
                                    "fetched with timeouts and retries; an interrupted download resumes.",
                        epilog="example:\n  python -m rrid prepare market1501 --source "
                               "~/Downloads/Market-1501-v15.09.15.zip --root data/market1501")
-    p.add_argument("dataset", choices=["market1501"], help="which data set")
-    p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip")
-    p.add_argument("--root", default="data/market1501",
-                   help="target folder (default: data/market1501); a relative path is read like a config's "
-                        "data.root: relative to the project folder (the one holding configs/) when there is one")
+    p.add_argument("dataset", choices=["market1501", "openreid"],
+                   help="which data set (openreid: the RRID authors' Market-1501 download, open-reid layout)")
+    p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip (or of the open-reid zip)")
+    p.add_argument("--root", default=None,
+                   help="target folder (default: data/market1501, for openreid data/market1501-openreid); a "
+                        "relative path is read like a config's data.root: relative to the project folder (the one "
+                        "holding configs/) when there is one")
     p.add_argument("--md5", default=None,
-                   help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a)")
+                   help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a; "
+                        "none for openreid)")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds a URL may stay silent (connecting, or mid-download) before a retry (default: 30)")
     p.add_argument("--retries", type=int, default=5,
                    help="further attempts after a network failure, with growing waits (default: 5)")
+
+    p = sub.add_parser("import-authors", help="convert the authors' released model into an rrid checkpoint",
+                       formatter_class=raw,
+                       description="Read the authors' pretrained_weights.pth (a pickled DataParallel(RelationModel) "
+                                   "of PyTorch 0.4.1, or a state dict in their names) without running any code from "
+                                   "it, map its 723 tensors onto rrid.RRID (Ours-F) and write a checkpoint that "
+                                   "`python -m rrid eval --checkpoint` and rrid.train.load_model read.",
+                       epilog="example:\n  python -m rrid import-authors pretrained_weights.pth --out runs/authors.pt\n"
+                              "  python -m rrid eval --config configs/market1501/row13_ours_f.yaml --checkpoint "
+                              "runs/authors.pt \\\n      --set data.dataset=openreid --set data.root=data/market1501-openreid")
+    p.add_argument("weights", help="the authors' pretrained_weights.pth")
+    p.add_argument("--out", required=True, help="rrid checkpoint to write")
     return parser
 
 
@@ -165,13 +180,13 @@ def _eval(args) -> int:
 
 def _prepare(args) -> int:
     from rrid.data import DatasetError
-    from rrid.data.download import PREPARE, resolve_root
+    from rrid.data.download import DEFAULT_ROOTS, PREPARE, resolve_root
 
     if not args.timeout > 0 or args.retries < 0:
         print(f"error: prepare needs --timeout > 0 and --retries >= 0, got {args.timeout} and {args.retries}",
               file=sys.stderr)
         return 2
-    root = resolve_root(args.root)
+    root = resolve_root(args.root or DEFAULT_ROOTS[args.dataset])
     print(f"preparing {args.dataset} in {root}")
     checksum = {"md5": args.md5} if args.md5 else {}  # else the data set's published one
     try:
@@ -181,6 +196,8 @@ def _prepare(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.dataset} is ready in {root}")
+    if args.dataset != "market1501":
+        print(f"use it with --set data.dataset={args.dataset} --set data.root={root}")
     return 0
 
 
@@ -198,6 +215,17 @@ def _explained_errors() -> tuple[type[BaseException], ...]:
     return ConfigError, CheckpointError, RunFolderError, DatasetError, WeightsError, ExportError
 
 
+def _import_authors(args) -> int:
+    from rrid.authors import import_authors
+    from rrid.train import load_model
+
+    out = import_authors(args.weights, args.out)
+    model = load_model(out)
+    print(f"{args.weights} -> {out}: Ours-F, {model.num_classes} classes, "
+          f"{len(model.state_dict())} tensors, {model.config.feature_dim}-d embedding")
+    return 0
+
+
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "synth":
         from rrid.data import synthetic
@@ -206,7 +234,7 @@ def _dispatch(argv: list[str]) -> int:
         from rrid import export
         return export.cli(argv[1:]) or 0
     args = _parser().parse_args(argv)
-    commands = {"train": _train, "eval": _eval, "prepare": _prepare}
+    commands = {"train": _train, "eval": _eval, "prepare": _prepare, "import-authors": _import_authors}
     return commands[args.command](args)
 
 

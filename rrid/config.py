@@ -53,8 +53,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: Literal["market1501", "dukemtmc", "cuhk03", "synthetic", "imagelist"] = "market1501"
+    dataset: Literal["market1501", "dukemtmc", "cuhk03", "synthetic", "imagelist", "openreid"] = "market1501"
     root: str = "data/market1501"       # folder (or CSV for imagelist); relative = to the project folder
+                                        # openreid: the authors' Market-1501 download (rrid.data.OpenReID)
     variant: Literal["labeled", "detected"] = "labeled"   # CUHK03-NP only
     synthetic: dict = field(default_factory=dict)         # keyword arguments of rrid.data.synthetic.ensure
     val_ids: int = 0                    # hold out this many training identities (authors' code: 100)

@@ -38,6 +38,7 @@ GLOBAL_POOLS = ("gcp", "gmp", "gap", "gap+gmp", None)
 LOCAL_POOLS = ("gmp", "gap", None)
 CONTRASTS = ("official", "paper")
 CLASSIFIERS = ("official", "paper")
+HEAD_INITS = ("official", "kaiming")
 
 
 # ----------------------------------------------------------------------------- config
@@ -66,6 +67,8 @@ class RRIDConfig:
     contrast      p_cont = (sum_i p_i - p_max)/(n-1) ("official") | p_avg - p_max ("paper")
     classifiers   "official": Linear(c, K) on every q_i, p̄_i, r̄_i and per scale on q_0,
                   p̄_max, p̄_cont (45 for Ours-F) | "paper": one per q_i and q_0 (15)
+    head_init     initialisation of every Reduction: "official" (the PyTorch 0.4.1 defaults the
+                  authors trained with) | "kaiming" (Kaiming-normal conv, BN weight 1); see Reduction
     """
 
     backbone: str = "resnet50"
@@ -78,6 +81,7 @@ class RRIDConfig:
     relation: bool | Literal["rest_only"] = True
     contrast: str = "official"
     classifiers: str = "official"
+    head_init: str = "official"
 
     def __post_init__(self):
         def check(field, value, allowed):
@@ -90,6 +94,7 @@ class RRIDConfig:
         check("local_pool", self.local_pool, LOCAL_POOLS)
         check("contrast", self.contrast, CONTRASTS)
         check("classifiers", self.classifiers, CLASSIFIERS)
+        check("head_init", self.head_init, HEAD_INITS)
         check("pretrained", self.pretrained, (True, False))
         if not (isinstance(self.relation, bool) or self.relation == "rest_only"):  # 1 == True: no `in`
             raise ValueError(f"RRIDConfig.relation={self.relation!r}: expected True, False or 'rest_only'")
@@ -193,17 +198,32 @@ class Reduction(nn.Sequential):
     """x̄ = ReLU(BN(Conv1x1(x))): (N, in) -> (N, out), on the 1 x 1 map the features are.
 
     Used for every p_i -> p̄_i, r_i -> r̄_i, p_max -> p̄_max, p_cont -> p̄_cont (C -> c) and as
-    R_p, R_g (2c -> c). The conv has a bias, as in the authors' code; the notes do not fix
-    its initialisation, so it is Kaiming-normal (fan_out) with zero bias, BN weight 1 bias 0.
+    R_p, R_g (2c -> c). The conv has a bias, as in the authors' code. Initialisation
+    (``init``): "official", the PyTorch 0.4.1 defaults the authors' layers got (their code
+    sets none): conv weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), BN weight ~ U(0, 1)
+    and bias 0 (PyTorch 1.0 changed the BN weight to 1: pytorch/pytorch#12259); or "kaiming":
+    Kaiming-normal conv weight (fan_out), zero bias, BN weight 1 and bias 0.
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, init: str = "official"):
         conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=True)
         bn = nn.BatchNorm2d(out_channels)
         super().__init__(OrderedDict(conv=conv, bn=bn, relu=nn.ReLU(inplace=True)))
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
-        nn.init.ones_(bn.weight)
+        self.reset_parameters(init)
+
+    def reset_parameters(self, init: str = "official") -> None:
+        conv, bn = self.conv, self.bn
+        if init == "official":
+            bound = 1 / conv.weight[0].numel() ** 0.5         # fan_in = in_channels x 1 x 1
+            nn.init.uniform_(conv.weight, -bound, bound)
+            nn.init.uniform_(conv.bias, -bound, bound)
+            nn.init.uniform_(bn.weight, 0, 1)
+        elif init == "kaiming":
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            nn.init.ones_(bn.weight)
+        else:
+            raise ValueError(f"Reduction init={init!r}: expected one of {list(HEAD_INITS)}")
         nn.init.zeros_(bn.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -433,6 +453,10 @@ class RRID(nn.Module):
         self.heads = nn.ModuleDict(
             (f"P{n}", ScaleHead(n, C, config, num_classes)) for n in sorted(config.scales, reverse=True)
         )
+        if config.head_init != "official":           # every Reduction is built with the official init
+            for m in self.heads.modules():
+                if isinstance(m, Reduction):
+                    m.reset_parameters(config.head_init)
         heads = self.heads.items()
         self.block_names = [f"{s}/q{i}" for s, h in heads if h.local is not None for i in range(1, h.n + 1)]
         self.block_names += [f"{s}/q0" for s, h in heads if h.glob is not None]

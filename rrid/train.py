@@ -55,17 +55,18 @@ from rrid.losses import RRIDLoss
 from rrid.model import RRID, param_groups
 
 __all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "CheckpointError", "RunFolderError",
-           "build_dataset", "build_model", "build_run_loaders", "save_checkpoint", "load_checkpoint", "load_model",
-           "load_weights", "state_dict_mismatch", "tensor_checksums", "batch_seed", "seed_everything",
+           "build_dataset", "build_model", "build_run_loaders", "model_payload", "save_checkpoint", "load_checkpoint",
+           "load_model", "load_weights", "state_dict_mismatch", "tensor_checksums", "batch_seed", "seed_everything",
            "RUN_FILES", "RESUME_MAY_DIFFER"]
 
 CHECKPOINT_FORMAT = 2                   # 2: with "checksums" and "best_step"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")   # a folder holding any of these holds a run
 # what --resume accepts to differ from the saved run: where and how fast it runs, how often it
-# logs, evaluates and saves, and where the data lives; never the model, data, recipe or seed
+# logs, evaluates and saves, how it evaluates, and where the data lives; never the model, data, recipe or seed
 RESUME_MAY_DIFFER = ("name", "train.epochs", "train.device", "train.num_threads", "train.channels_last",
                      "train.log_every", "train.eval_every", "train.checkpoint_every_steps", "train.tensorboard",
-                     "train.out_dir", "data.root", "data.workers", "data.cache", "data.test_batch_size")
+                     "train.out_dir", "data.root", "data.workers", "data.cache", "data.test_batch_size",
+                     "eval.flip", "eval.rerank", "eval.metric")
 LOSS_PARTS = ("total", "triplet", "ce", "acc")
 
 
@@ -121,6 +122,8 @@ def build_dataset(cfg: ExperimentConfig):
         dataset = rdata.DukeMTMCReID(d.root)
     elif d.dataset == "cuhk03":
         dataset = rdata.CUHK03NP(d.root, d.variant)
+    elif d.dataset == "openreid":
+        dataset = rdata.OpenReID(d.root)
     else:
         dataset = rdata.ImageList(d.root)
     return hold_out_ids(dataset, d.val_ids) if d.val_ids else dataset
@@ -311,6 +314,14 @@ def _write_failed(err: BaseException, path: Path) -> None:
     todo = f"free some space in {path.parent}" if "No space" in reason else f"check that {path.parent} is writable"
     raise CheckpointError(f"cannot write checkpoint {path}: {reason}. The previous {path.name}, if any, is "
                           f"unchanged; {todo} (or choose another folder) and continue with --resume") from err
+
+
+def model_payload(model: RRID, config: ExperimentConfig) -> dict:
+    """The part of a checkpoint that ``load_model`` and ``python -m rrid eval`` read: the format
+    version, the model's state dict, its number of classes and the run's config. ``fit`` adds
+    the training state to it; ``rrid.authors.import_authors`` writes it alone."""
+    return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "num_classes": model.num_classes,
+            "config": config_to_dict(config)}
 
 
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
@@ -691,12 +702,11 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
                 if rank != 0:
                     return
                 payload = {
-                    "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    **model_payload(model, cfg), "optimizer": optimizer.state_dict(),
                     "scheduler": _plain_scheduler_state(scheduler.state_dict()), "scaler": scaler.state_dict(),
                     "sampler": sampler.state_dict(batches_done=batch), "rng": _rng_state(generator),
                     "epoch": epoch, "batch": batch, "step": step, "best_map": best_map, "best_step": best_step,
-                    "epoch_sums": sums.clone(),
-                    "num_classes": dataset.num_train_ids, "world_size": world, "config": config_to_dict(cfg),
+                    "epoch_sums": sums.clone(), "world_size": world,
                 }
                 save_checkpoint(payload, last_path)
 

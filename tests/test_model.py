@@ -107,7 +107,8 @@ def test_table2_rows_and_presets():
 @pytest.mark.parametrize(
     "field, value",
     [("backbone", "vgg16"), ("last_stride", 3), ("global_pool", "avg"), ("local_pool", "gcp"),
-     ("contrast", "mean"), ("classifiers", "all"), ("scales", (6, 1)), ("scales", (6, 6)), ("reduced_dim", 0)],
+     ("contrast", "mean"), ("classifiers", "all"), ("scales", (6, 1)), ("scales", (6, 6)), ("reduced_dim", 0),
+     ("head_init", "xavier")],
 )
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=rf"RRIDConfig\.{field}"):
@@ -300,6 +301,62 @@ def test_classifier_init_and_block_names():
     assert model.block_names == [f"P6/q{i}" for i in range(1, 7)] + [f"P4/q{i}" for i in range(1, 5)] + [
         "P2/q1", "P2/q2", "P6/q0", "P4/q0", "P2/q0"]
     assert list(model.heads) == ["P6", "P4", "P2"]  # whatever the order of config.scales
+
+
+def _uniform_sample_checks(x, low, high):
+    """x (1-D float64) drawn from U(low, high)? Bounds, a KS test and the first two moments with
+    5-standard-error tolerances for n = len(x) (mean: sd/sqrt(n); variance: the standard error
+    of a sample variance of the uniform, sqrt((mu4 - sigma^4)/n) with mu4 = (high-low)^4/80).
+    The draws are seeded, so the test is deterministic; p > 1e-3 would fail 0.1 % of seeds."""
+    from scipy import stats
+
+    n, width = len(x), high - low
+    var = width ** 2 / 12
+    assert low <= x.min() and x.max() <= high
+    assert stats.kstest(x, "uniform", args=(low, width)).pvalue > 1e-3
+    assert abs(x.mean() - (low + high) / 2) < 5 * var ** 0.5 / n ** 0.5
+    assert abs(x.var() - var) < 5 * ((width ** 4 / 80 - var ** 2) / n) ** 0.5
+
+
+def test_head_init_official_is_pytorch_041s_defaults():
+    """Conv weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), BN weight ~ U(0, 1), bias 0."""
+    torch.manual_seed(0)
+    for fan_in in (2048, 512):                          # C -> c reductions and R_p / R_g (2c -> c)
+        layer = Reduction(fan_in, 256)                  # the default: init="official"
+        bound = fan_in ** -0.5
+        _uniform_sample_checks(layer.conv.weight.detach().double().flatten().numpy(), -bound, bound)
+        _uniform_sample_checks(layer.conv.bias.detach().double().numpy(), -bound, bound)
+        _uniform_sample_checks(layer.bn.weight.detach().double().numpy(), 0.0, 1.0)
+        assert torch.equal(layer.bn.bias, torch.zeros(256))
+        assert torch.equal(layer.bn.running_mean, torch.zeros(256)) and torch.equal(layer.bn.running_var, torch.ones(256))
+
+
+def test_head_init_kaiming_and_the_config_switch():
+    from scipy import stats
+
+    torch.manual_seed(0)
+    cfg = RRIDConfig.preset("ours-s", backbone="resnet18")
+    assert cfg.head_init == "official"
+    official = RRID(cfg, num_classes=3)
+    kaiming = RRID(RRIDConfig.preset("ours-s", backbone="resnet18", head_init="kaiming"), num_classes=3)
+    layers = {name: [m for m in model.heads.modules() if isinstance(m, Reduction)]
+              for name, model in (("official", official), ("kaiming", kaiming))}
+    assert len(layers["official"]) == len(layers["kaiming"]) == 6 * 3 + 3      # every Reduction of the head
+    for layer in layers["official"]:
+        bound = layer.conv.in_channels ** -0.5
+        assert layer.conv.weight.abs().max() <= bound and layer.conv.bias.abs().max() <= bound
+        assert 0 <= layer.bn.weight.min() and layer.bn.weight.max() <= 1 and layer.bn.weight.std() > 0.2
+    # Kaiming-normal (fan_out = 256 for a 1x1 conv): standardised weights of all layers ~ N(0, 1)
+    z = torch.cat([layer.conv.weight.detach().double().flatten() / (2 / 256) ** 0.5 for layer in layers["kaiming"]])
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
+    assert abs(z.mean()) < 5 / len(z) ** 0.5 and abs(z.var() - 1) < 5 * (2 / len(z)) ** 0.5
+    for layer in layers["kaiming"]:
+        assert torch.equal(layer.conv.bias, torch.zeros(256)) and torch.equal(layer.bn.weight, torch.ones(256))
+        assert torch.equal(layer.bn.bias, torch.zeros(256))
+    # the backbone and the classifiers do not depend on head_init
+    assert all(fc.weight.std() < 0.0011 for fc in kaiming.heads.P6.classifiers.values())
+    with pytest.raises(ValueError, match="init='xavier'"):
+        Reduction(8, 4, init="xavier")
 
 
 def test_train_embeddings_are_the_eval_blocks():

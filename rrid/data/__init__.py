@@ -13,6 +13,7 @@ from .datasets import (
     summary_rows,
 )
 from .loaders import ImageDataset, Loaders, build_loaders
+from .openreid import OpenReID, prepare_openreid
 from .sampler import PKSampler
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, OfficialRandomErasing, build_transforms
 
@@ -20,6 +21,6 @@ SyntheticReID = Market1501  # the synthetic set has the Market-1501 layout and p
 
 __all__ = [
     "CUHK03NP", "DatasetError", "DukeMTMCReID", "ImageDataset", "ImageList", "ImageRecord", "Loaders",
-    "Market1501", "IMAGENET_MEAN", "IMAGENET_STD", "OfficialRandomErasing", "PKSampler", "ReIDDataset",
+    "Market1501", "OpenReID", "prepare_openreid", "IMAGENET_MEAN", "IMAGENET_STD", "OfficialRandomErasing", "PKSampler", "ReIDDataset",
     "SyntheticReID", "build_loaders", "build_transforms", "download", "summary", "summary_rows", "synthetic",
 ]
