@@ -111,7 +111,7 @@ def _eval(args) -> int:
     from rrid.evaluation import evaluate
     from rrid.files import atomic_write
     from rrid.model import RRID
-    from rrid.train import _pick_device, _summary, build_dataset, build_run_loaders, load_checkpoint
+    from rrid.train import _pick_device, _summary, _torch_settings, build_dataset, build_run_loaders, load_checkpoint
 
     cfg = load_config(args.config, args.overrides)
     ckpt = load_checkpoint(args.checkpoint)
@@ -128,8 +128,9 @@ def _eval(args) -> int:
         raise SystemExit(f"error: {args.checkpoint} does not fit the model of {args.config} ({first}); "
                          "use the config the checkpoint was trained with") from None
     model.to(device).eval()
-    raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank, device=device,
-                      amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"))
+    with _torch_settings(cfg.train, device):                  # threads and determinism as in fit's evaluations
+        raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank, device=device,
+                          amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"))
     metrics = _summary(raw)
     print(_format_metrics(metrics))
     if args.json:
