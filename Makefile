@@ -12,6 +12,9 @@ export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 # live plots draw once, at the end, in the built book and under nbval
 export RRID_LIVEPLOT ?= static
+# idle OpenMP threads sleep instead of spinning, so a busy CPU does not stall quick mode
+# (benchmarks/contention.py); read once when torch loads, so it is set for every process here
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: venv book test unit nbval html chromium clean
 

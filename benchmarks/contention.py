@@ -1,6 +1,6 @@
 """Quick-mode training speed when another process shares the CPU: threads and OpenMP wait policy.
 
-    python benchmarks/contention.py [--steps 8] [--rounds 3] [--busy 1] [--out benchmarks/results/contention.txt]
+    python benchmarks/contention.py [--seconds 8] [--rounds 3] [--busy 1] [--out benchmarks/results/contention.txt]
 
 Times the quick-mode training step (the model of configs/quick/row08.yaml, Ours-S on
 ResNet-18, a P x K = 8 x 4 batch of 96 x 32 images: forward, loss, backward, SGD update) in
@@ -9,12 +9,13 @@ images per second, for every combination of
   threads       1 or 2 torch intra-op threads
   wait policy   libgomp's default (threads spin for a while at the end of each parallel
                 region) or OMP_WAIT_POLICY=PASSIVE (they sleep at once)
-  busy          0, or ``--busy`` processes running ``while True: pass`` that the script starts
-                before the measurement and kills after it
+  busy          0, or ``--busy`` CPU-bound processes (a ``while`` loop that ends when the script
+                does) that the script starts before the measurement and kills after it
 
 Each measurement runs in a fresh Python process, because OpenMP reads OMP_WAIT_POLICY once, when
-torch loads it. The combinations are interleaved round by round and the median round is
-reported, so a slow moment of the machine hits all of them alike. Prints the table, the
+torch loads it, and times whole steps (after one warm-up step) until ``--seconds`` have passed.
+The combinations are interleaved round by round and the median round is reported, so a slow
+moment of the machine hits all of them alike. Prints the table, the
 slowdown that the busy process causes to each setting, and the load average before and after.
 """
 
@@ -24,6 +25,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,10 +33,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# CPU-bound until killed, and ends by itself if this script dies first (its parent changes)
+SPIN = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
 
 
-def worker(threads: int, steps: int) -> None:
-    """Runs in a child process: prints the images/s of ``steps`` timed training steps as JSON."""
+def start_spinners(n: int) -> list:
+    return [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(n)]
+
+
+def stop_spinners(spinners: list) -> None:
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
+
+
+def worker(threads: int, seconds: float) -> None:
+    """Runs in a child process: prints the images/s of whole training steps timed for ``seconds``."""
     import torch
 
     from rrid.book import quick_config_path
@@ -58,34 +72,32 @@ def worker(threads: int, steps: int) -> None:
         loss.backward()
         opt.step()
 
-    for _ in range(2):  # warm-up: allocator, oneDNN primitive caches
+    step()  # warm-up: allocator, oneDNN primitive caches
+    start, steps = time.perf_counter(), 0
+    while steps < 1 or time.perf_counter() - start < seconds:
         step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = time.perf_counter() - start
-    print(json.dumps({"images_per_s": p * k * steps / seconds}))
+        steps += 1
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"images_per_s": p * k * steps / elapsed, "steps": steps}))
 
 
-def measure(threads: int, policy: str, busy: int, steps: int) -> float:
+def measure(threads: int, policy: str, busy: int, seconds: float) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    spinners = start_spinners(busy)
     try:
-        done = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads), "--steps", str(steps)],
+        done = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads), "--seconds", str(seconds)],
                               env=env, capture_output=True, text=True, check=True, timeout=1800)
     finally:
-        for spinner in spinners:
-            spinner.kill()
-            spinner.wait()
+        stop_spinners(spinners)
     return json.loads(done.stdout.strip().splitlines()[-1])["images_per_s"]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per measurement")
+    parser.add_argument("--seconds", type=float, default=8, help="time whole steps for at least this long")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (the median is reported)")
     parser.add_argument("--busy", type=int, default=1, help="CPU-bound processes started for the busy runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "contention.txt"))
@@ -93,21 +105,22 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.threads, args.steps)
+        return worker(args.threads, args.seconds)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # `kill` still runs the clean-up below
 
     settings = list(itertools.product((1, 2), ("default", "PASSIVE"), (0, args.busy)))
     runs = {s: [] for s in settings}
     load_before = os.getloadavg()
     for r in range(args.rounds):
         for s in settings:
-            runs[s].append(measure(*s, steps=args.steps))
+            runs[s].append(measure(*s, seconds=args.seconds))
             print(f"round {r + 1}: threads={s[0]} policy={s[1]:8s} busy={s[2]}: {runs[s][-1]:6.1f} images/s", flush=True)
     load_after = os.getloadavg()
     speed = {s: statistics.median(v) for s, v in runs.items()}
 
     lines = [f"quick-mode training step (Ours-S, ResNet-18, 32 images of 96 x 32), images/s, median of "
-             f"{args.rounds} interleaved rounds of {args.steps} steps; {os.cpu_count()} CPUs; "
-             f"busy = {args.busy} `while True: pass` process(es) started by the script",
+             f"{args.rounds} interleaved rounds of >= {args.seconds:g} s each; {os.cpu_count()} CPUs; "
+             f"busy = {args.busy} CPU-bound `while` loop process(es) started by the script",
              f"load average before: {load_before[0]:.1f}, after: {load_after[0]:.1f} "
              "(above 0 when other jobs ran: they slow every setting alike)", "",
              f"{'threads':>7} {'OMP_WAIT_POLICY':>15} {'idle':>8} {'busy':>8} {'busy / idle':>12}"]
@@ -130,7 +143,7 @@ def main(argv=None) -> None:
         from rrid.files import atomic_write
 
         with atomic_write(args.out) as f:
-            f.write(f"$ python benchmarks/contention.py --steps {args.steps} --rounds {args.rounds} --busy {args.busy}\n")
+            f.write(f"$ python benchmarks/contention.py --seconds {args.seconds:g} --rounds {args.rounds} --busy {args.busy}\n")
             f.write(text)
 
 
