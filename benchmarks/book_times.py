@@ -58,16 +58,22 @@ class TimedClient(NotebookClient):
                 self.cell_seconds[cell_index] = time.perf_counter() - start
 
 
+def first_line(source: str) -> str:
+    """The cell's first line of code that is not blank, a comment or an import (else its first line)."""
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    code = [line for line in lines if not line.startswith(("#", "import ", "from ", "%"))]
+    return (code or lines or [""])[0]
+
+
 def run(chapter: str, workdir: Path, timeout: int) -> tuple[float, str, float]:
-    """(chapter seconds, first line of its slowest cell, that cell's seconds)."""
+    """(chapter seconds, "cell N: its first line of code" for its slowest cell, that cell's seconds)."""
     nb = nbformat.read(ROOT / f"{chapter}.ipynb", as_version=4)
     client = TimedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
     index, cell_seconds = max(client.cell_seconds.items(), key=lambda item: item[1])
-    first = next((line.strip() for line in nb.cells[index].source.splitlines() if line.strip()), "")
-    return seconds, first, cell_seconds
+    return seconds, f"cell {index}: {first_line(nb.cells[index].source)}", cell_seconds
 
 
 def config_timeout() -> int:
@@ -97,7 +103,7 @@ def main(argv=None) -> None:
                 rows.append((name, seconds, cell, cell_seconds))
                 flag = "  <-- over 1/%d of the timeout" % HEADROOM if cell_seconds > timeout / HEADROOM else ""
                 print(f"{name:30} {seconds:6.1f} s; slowest cell {cell_seconds:6.1f} s "
-                      f"({cell_seconds / timeout:.2f} of {timeout} s): {cell[:60]}{flag}", flush=True)
+                      f"({cell_seconds / timeout:.2f} of {timeout} s), {cell[:70]}{flag}", flush=True)
     finally:
         for spinner in spinners:
             spinner.kill()
@@ -118,7 +124,7 @@ def main(argv=None) -> None:
 
     def code(text: str) -> str:
         text = text.replace("`", "'").replace("|", "\\|")
-        return f"`{text[:57] + '...' if len(text) > 60 else text}`"
+        return f"`{text[:67] + '...' if len(text) > 70 else text}`"
 
     with atomic_write(out / f"{stem}.md") as f:
         f.write(f"| chapter | seconds in quick mode ({cpus}-core CPU, cold model cache{beside}) "
