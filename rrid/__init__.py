@@ -37,7 +37,8 @@ _PUBLIC = {
     "Callback": "rrid.callbacks",
     "LivePlot": "rrid.callbacks",
 }
-_SUBMODULES = {"data", "metrics", "viz", "model", "losses", "evaluation", "export", "config", "train", "callbacks", "book"}
+_SUBMODULES = {"data", "metrics", "viz", "model", "losses", "evaluation", "export", "config", "train", "callbacks", "book",
+               "explain", "profile", "retrieval", "paper"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -13,11 +14,21 @@ examples:
   python -m rrid train --config configs/market1501/row13_ours_f.yaml --out runs/market_f \\
       --set train.epochs=10 --set data.workers=8
   python -m rrid train --config configs/market1501/row13_ours_f.yaml --out runs/market_f --resume
+  python -m rrid train --config configs/quick/ours_f.yaml --out runs/quick --overwrite --set model.table2_row=8
   torchrun --nproc_per_node=2 -m rrid train --config configs/market1501/row13_ours_f.yaml --out runs/ddp
 
 The run folder receives config.yaml (the resolved config), metrics.jsonl (one JSON line per
 logged step, epoch and evaluation), last.pt (every epoch, and every
-train.checkpoint_every_steps steps) and best.pt (highest mAP).
+train.checkpoint_every_steps steps) and best.pt (highest mAP, a copy of last.pt). Checkpoints
+store a SHA-256 of every tensor, verified whenever they are read.
+
+A folder that already holds a run is refused unless --resume (the config must equal the saved
+one; only train.epochs, train.device, train.num_threads, train.channels_last, the log, eval and
+checkpoint frequencies, train.tensorboard, data.root, data.workers, data.cache and
+data.test_batch_size may differ) or --overwrite (deletes that run's files first).
+
+exit status: 0 done, 1 the loss became NaN or infinite, 2 an error explained in one line
+(a bad config or option, a run folder in use, a missing or corrupted file, a full disk).
 """
 
 EVAL_EXAMPLES = """\
@@ -27,6 +38,8 @@ examples:
       --set eval.rerank=true --json results.json
 
 Prints mAP, rank-1/5/10 and mINP in percent on the config's query and gallery split.
+The checkpoint's tensors are verified against their stored SHA-256; it must fit the config's
+model (exit status 2 with a one-line error otherwise).
 """
 
 
@@ -48,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=TRAIN_EXAMPLES)
     p.add_argument("--config", required=True, help="YAML experiment config, e.g. configs/quick/ours_f.yaml")
     p.add_argument("--out", help="run folder (default: train.out_dir of the config, else a new temp folder)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in OUT from OUT/last.pt (a new run when OUT has none yet); "
+                            "the config must equal the saved one")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start a new run in OUT even if it holds one (its config.yaml, metrics.jsonl, "
+                            "last.pt, best.pt and tensorboard/ are deleted)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: train.device of the config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (TQDM_DISABLE=1 does the same)")
     p.add_argument("--set", dest="overrides", **overrides)
@@ -71,14 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="check and unpack a data set archive you downloaded", formatter_class=raw,
                        description="Verify the checksum of a Market-1501 archive (a local file or a URL), "
                                    "unpack it safely (no member may escape the target folder) and check the "
-                                   "folder tree, so that `Market1501(root)` and the configs find it.",
+                                   "folder tree, so that `Market1501(root)` and the configs find it. A URL is "
+                                   "fetched with timeouts and retries; an interrupted download resumes.",
                        epilog="example:\n  python -m rrid prepare market1501 --source "
                               "~/Downloads/Market-1501-v15.09.15.zip --root data/market1501")
     p.add_argument("dataset", choices=["market1501"], help="which data set")
     p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip")
-    p.add_argument("--root", default="data/market1501", help="target folder (default: data/market1501)")
+    p.add_argument("--root", default="data/market1501",
+                   help="target folder (default: data/market1501); a relative path is read like a config's "
+                        "data.root: relative to the project folder (the one holding configs/) when there is one")
     p.add_argument("--md5", default=None,
                    help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds a URL may stay silent (connecting, or mid-download) before a retry (default: 30)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="further attempts after a network failure, with growing waits (default: 5)")
     return parser
 
 
@@ -88,7 +114,8 @@ def _train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     try:
-        result = fit(cfg, out_dir=args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+        result = fit(cfg, out_dir=args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
+                     progress=not args.no_progress)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -107,32 +134,31 @@ def _format_metrics(m: dict) -> str:
 
 
 def _eval(args) -> int:
-    from rrid.config import load_config
+    from rrid.config import check_device, load_config
     from rrid.evaluation import evaluate
     from rrid.files import atomic_write
     from rrid.model import RRID
-    from rrid.train import _pick_device, _summary, _torch_settings, build_dataset, build_run_loaders, load_checkpoint
+    from rrid.train import (_pick_device, _summary, _torch_settings, build_dataset, build_run_loaders, load_checkpoint,
+                            load_weights)
 
     cfg = load_config(args.config, args.overrides)
+    if args.device:
+        check_device(args.device, "--device")
     ckpt = load_checkpoint(args.checkpoint)
-    device = _pick_device(args.device or cfg.train.device, 0)
-    dataset = build_dataset(cfg)
-    loaders = build_run_loaders(cfg, dataset, device)
     cfg.model.pretrained = False                              # the weights come from the checkpoint
-    num_classes = ckpt.get("num_classes", dataset.num_train_ids)
-    model = RRID(cfg.model, num_classes)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise SystemExit(f"error: {args.checkpoint} does not fit the model of {args.config} ({first}); "
-                         "use the config the checkpoint was trained with") from None
+    dataset = None if "num_classes" in ckpt else build_dataset(cfg)
+    model = RRID(cfg.model, ckpt["num_classes"] if dataset is None else dataset.num_train_ids)
+    load_weights(model, ckpt["model"], args.checkpoint, f"the model of {args.config}")
+    dataset = dataset or build_dataset(cfg)
+    device = _pick_device(args.device or cfg.train.device, 0)
+    loaders = build_run_loaders(cfg, dataset, device)
     model.to(device).eval()
     with _torch_settings(cfg.train, device):                  # threads and determinism as in fit's evaluations
         raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank, device=device,
-                          amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"))
+                          amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"),
+                          ranking_metric=cfg.eval.metric)
     metrics = _summary(raw)
-    print(_format_metrics(metrics))
+    print(_format_metrics(metrics) + ("" if cfg.eval.metric == "market" else f"  (CMC: {cfg.eval.metric})"))
     if args.json:
         with atomic_write(args.json) as f:
             json.dump(metrics, f, indent=2)
@@ -140,15 +166,41 @@ def _eval(args) -> int:
 
 
 def _prepare(args) -> int:
-    from rrid.data.download import MARKET1501_MD5, prepare_market1501
+    from rrid.data import DatasetError
+    from rrid.data.download import PREPARE, resolve_root
 
-    root = prepare_market1501(args.source, args.root, md5=args.md5 or MARKET1501_MD5)
-    print(f"Market-1501 is ready in {root}")
+    if not args.timeout > 0 or args.retries < 0:
+        print(f"error: prepare needs --timeout > 0 and --retries >= 0, got {args.timeout} and {args.retries}",
+              file=sys.stderr)
+        return 2
+    root = resolve_root(args.root)
+    print(f"preparing {args.dataset} in {root}")
+    checksum = {"md5": args.md5} if args.md5 else {}  # else the data set's published one
+    try:
+        PREPARE[args.dataset](args.source, root, **checksum, timeout=(min(args.timeout, 10.0), args.timeout),
+                              retries=args.retries)
+    except DatasetError as e:  # bad archive, checksum, layout or URL: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset} is ready in {root}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+# OSErrors that are the machine's state, not a bug: one line naming the file
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _explained_errors() -> tuple[type[BaseException], ...]:
+    from rrid.config import ConfigError
+    from rrid.data import DatasetError
+    from rrid.export import ExportError
+    from rrid.train import CheckpointError, RunFolderError
+    from rrid.weights import WeightsError
+
+    return ConfigError, CheckpointError, RunFolderError, DatasetError, WeightsError, ExportError
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "synth":
         from rrid.data import synthetic
         return synthetic.cli(argv[1:]) or 0
@@ -156,16 +208,25 @@ def main(argv: list[str] | None = None) -> int:
         from rrid import export
         return export.cli(argv[1:]) or 0
     args = _parser().parse_args(argv)
-    from rrid.config import ConfigError
-    from rrid.train import CheckpointError
-
-    from rrid.data import DatasetError
-
     commands = {"train": _train, "eval": _eval, "prepare": _prepare}
+    return commands[args.command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors it can explain (bad input, a run folder in use, a missing or
+    corrupted file, a full disk) print one line ``error: ...`` and return 2; anything else is
+    a bug and shows its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return commands[args.command](args)
-    except (ConfigError, CheckpointError, DatasetError) as e:   # bad input: one clear line, no traceback
+        return _dispatch(argv)
+    except _explained_errors() as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
 
 

@@ -175,16 +175,22 @@ def cache_dir() -> Path:
     return _writable_dir(ROOT / "_build" / ".rrid-cache", Path.home() / ".cache" / "rrid" / "models")
 
 
-def quick_config_path(row: int = 13) -> Path:
-    """``configs/quick/rowNN.yaml``: the CPU version of a row of the paper's Table 2 (13 = Ours-F)."""
-    path = ROOT / "configs" / "quick" / f"row{row:02d}.yaml"
+def quick_config_path(row: int | str = 13) -> Path:
+    """``configs/quick/rowNN.yaml``: the CPU version of a row of the paper's Table 2 (13 = Ours-F);
+    a name instead of a row picks ``configs/quick/<name>.yaml`` (e.g. ``"rest_only"``, Fig. 6)."""
+    name = row if isinstance(row, str) else f"row{row:02d}"
+    path = ROOT / "configs" / "quick" / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"no quick config for Table 2 row {row}: expected {path}")
+        what = f"named {row!r}" if isinstance(row, str) else f"for Table 2 row {row}"
+        raise FileNotFoundError(f"no quick config {what}: expected {path}")
     return path
 
 
-def quick_model(row: int = 13, epochs: int | None = None):
+def quick_model(row: int | str = 13, epochs: int | None = None):
     """The model of Table 2's ``row`` trained in quick mode: trained once, then loaded.
+
+    ``row`` may also name a file of ``configs/quick/`` (``quick_model("rest_only")``: the paper's
+    Fig. 6 model, q_i = p̄_i + R_p(r̄_i)).
 
     Chapters 7-9 all look at the same small model, so the first caller trains it with
     :func:`rrid.fit` on ``configs/quick/rowNN.yaml`` and keeps its checkpoint under
@@ -203,7 +209,7 @@ def quick_model(row: int = 13, epochs: int | None = None):
 
     overrides = [f"train.epochs={epochs}"] if epochs is not None else []
     config = load_config(quick_config_path(row), overrides)
-    tag = f"row{row:02d}" + (f"-e{epochs}" if epochs is not None else "")
+    tag = quick_config_path(row).stem + (f"-e{epochs}" if epochs is not None else "")
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     done, lock = cache / f"{tag}.pt", cache / f"{tag}.lock"
@@ -217,7 +223,8 @@ def quick_model(row: int = 13, epochs: int | None = None):
             continue
         try:
             if not done.is_file():
-                result = rrid.fit(config, out_dir=cache / f"{tag}-run", progress=False)
+                # the run folder is the cache's own: a build killed half-way is replaced
+                result = rrid.fit(config, out_dir=cache / f"{tag}-run", progress=False, overwrite=True)
                 with atomic_path(done) as tmp:
                     shutil.copyfile(result.last_checkpoint, tmp)
         finally:

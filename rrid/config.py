@@ -8,7 +8,7 @@ A run is described by six blocks::
     optim:  SGD with two learning-rate groups and a staircase schedule
     loss:   triplet margin, the weight λ of the cross-entropy term
     train:  epochs, seed, AMP, checkpoints, logging, evaluation cadence
-    eval:   test-time options (flip averaging, re-ranking)
+    eval:   test-time options (flip averaging, re-ranking, the ranking metric)
 
 The defaults are the paper's recipe (Park & Ham 2020, "Training", and the authors' code):
 SGD with momentum 0.9 and weight decay 5e-4, learning rates 1e-3 (backbone) and 1e-2
@@ -22,9 +22,13 @@ and the valid keys; values are converted to the declared types (lists become tup
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
+import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ from rrid.model import RRIDConfig
 __all__ = [
     "DataConfig", "OptimConfig", "LossConfig", "TrainConfig", "EvalConfig", "ExperimentConfig",
     "ConfigError", "load_config", "apply_overrides", "save_config", "config_from_dict", "config_to_dict",
+    "config_diff", "check_device", "feature_map_height",
 ]
 
 
@@ -80,14 +85,14 @@ class LossConfig:
     margin: float = 1.2                 # α of the batch-hard triplet loss
     ce_weight: float = 2.0              # λ in L = L_triplet + λ L_CE
     label_smoothing: float = 0.0
-    triplet_mode: str = "separate"      # "separate" (official: each 256-d q summed) or "concat"
+    triplet_mode: Literal["separate", "concat"] = "separate"   # official: one loss per 256-d q, summed
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 80
     seed: int = 0
-    device: str = "auto"                # "auto" = cuda when available, else cpu
+    device: str = "auto"                # "auto" (cuda when available, else cpu) | "cpu" | "cuda" | "cuda:N" | "mps"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"   # auto: bf16/fp16 on CUDA, off on CPU
     channels_last: Literal["auto", "on", "off"] = "auto"   # auto: on CUDA only
     deterministic: Literal["auto", "on", "off"] = "auto"   # auto: on CPU only
@@ -104,6 +109,11 @@ class TrainConfig:
 class EvalConfig:
     flip: bool = True                   # average each block over the image and its mirror
     rerank: bool = False                # k-reciprocal re-ranking (not used in the paper)
+    # Ranking metric (rrid.metrics.ranking_metrics): "market" = Market-1501 mAP + CMC (the
+    # standard for Market-1501, Duke and the CUHK03-NP 767/700 split); "cuhk03_single_shot" =
+    # the same mAP with the legacy single-gallery-shot CMC, what the authors' code reports for
+    # CUHK03 (configs/cuhk03_* use it; rank-1 is then not comparable with the standard one).
+    metric: Literal["market", "cuhk03_single_shot"] = "market"
 
 
 @dataclass
@@ -120,7 +130,7 @@ class ExperimentConfig:
 _SECTIONS = {"model": RRIDConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
              "train": TrainConfig, "eval": EvalConfig}
 _MODEL_SHORTCUTS = ("table2_row", "preset")
-# the fields a Table 2 row or preset decides; an override of table2_row/preset on a built config resets them
+# the fields a Table 2 row or preset decides; an override of table2_row/preset resets them
 _ARCHITECTURE = ("scales", "global_pool", "local_pool", "relation")
 
 
@@ -306,12 +316,43 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> ExperimentConfig:
         parts["model"] = dataclasses.replace(parts["model"], pretrained=ExperimentConfig().model.pretrained)
     cfg = ExperimentConfig(**parts, name=str(raw.get("name", "")))
     _check(cfg, source)
+    _check_data_root(cfg, source)
     return cfg
+
+
+def _check_data_root(cfg: ExperimentConfig, source: str) -> None:
+    """An empty ``data.root`` would silently read whatever data set sits in the working directory."""
+    if not str(cfg.data.root).strip():
+        raise ConfigError(f"{source}: data.root is empty; set it to the data set's folder (or the CSV for "
+                          "imagelist), e.g. data/market1501")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(name: str, where: str = "train.device") -> str:
+    """``name`` if it is "auto", "cpu", "cuda", "cuda:N" or "mps"; a ConfigError naming ``where`` otherwise."""
+    if not isinstance(name, str) or not _DEVICE.match(name):
+        raise ConfigError(f"{where}: expected 'auto', 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps', got {name!r}")
+    return name
+
+
+def feature_map_height(height: int, last_stride: int = 1) -> int:
+    """Rows of the ResNet feature map x for an input ``height`` (torchvision's resnet18/34/50).
+
+    Every stride-2 layer (conv1: 7x7 pad 3, maxpool: 3x3 pad 1, the first 3x3 pad 1 conv and
+    the 1x1 downsample of layer2, layer3 and layer4) maps h to floor((h + 2 pad - k) / 2) + 1
+    = floor((h - 1) / 2) + 1 = ceil(h / 2). layer4 has stride ``last_stride``, so the map has
+    ceil(H / 16) rows with last stride 1 and ceil(H / 32) with last stride 2
+    (384 -> 24, 96 -> 6; 100 -> 7).
+    """
+    h = height
+    for _ in range(4 if last_stride == 1 else 5):
+        h = (h - 1) // 2 + 1
+    return h
 
 
 def _check(cfg: ExperimentConfig, source: str) -> None:
     """Cross-field checks that single types cannot express."""
-    d, o, t = cfg.data, cfg.optim, cfg.train
+    d, o, t, lo, m = cfg.data, cfg.optim, cfg.train, cfg.loss, cfg.model
     positive = {"data.height": d.height, "data.width": d.width, "data.p": d.p, "data.k": d.k,
                 "data.test_batch_size": d.test_batch_size, "train.epochs": t.epochs,
                 "train.log_every": t.log_every, "train.eval_every": t.eval_every}
@@ -320,12 +361,35 @@ def _check(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: {key} must be >= 1, got {value}")
     if d.p < 2:
         raise ConfigError(f"{source}: data.p must be >= 2 (the triplet loss needs negatives), got {d.p}")
+    if d.k < 2:
+        raise ConfigError(f"{source}: data.k must be >= 2 (the triplet loss needs a positive: "
+                          f"two images per identity), got {d.k}")
     for key, value in {"data.workers": d.workers, "data.val_ids": d.val_ids, "train.num_threads": t.num_threads,
-                       "train.checkpoint_every_steps": t.checkpoint_every_steps}.items():
-        if value < 0:
+                       "train.checkpoint_every_steps": t.checkpoint_every_steps,
+                       "optim.backbone_lr": o.backbone_lr, "optim.head_lr": o.head_lr,
+                       "optim.weight_decay": o.weight_decay, "loss.margin": lo.margin,
+                       "loss.ce_weight": lo.ce_weight}.items():
+        if not value >= 0:                       # also catches NaN
             raise ConfigError(f"{source}: {key} must be >= 0, got {value}")
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"{source}: optim.momentum must be in [0, 1) (the paper: 0.9), got {o.momentum}")
+    if o.nesterov and o.momentum == 0:
+        raise ConfigError(f"{source}: optim.nesterov=true needs optim.momentum > 0, got {o.momentum}")
+    if not o.gamma > 0:
+        raise ConfigError(f"{source}: optim.gamma must be > 0 (the paper: 0.1), got {o.gamma}")
     if list(o.milestones) != sorted(o.milestones):
         raise ConfigError(f"{source}: optim.milestones must increase, got {list(o.milestones)}")
+    if not 0 <= lo.label_smoothing < 1:
+        raise ConfigError(f"{source}: loss.label_smoothing must be in [0, 1), got {lo.label_smoothing}")
+    check_device(t.device, f"{source}: train.device")
+    if m.local_pool or m.global_pool == "gcp":          # the branches that cut the map into stripes
+        rows, n = feature_map_height(d.height, m.last_stride), max(m.scales)
+        if rows < n:
+            factor = 16 if m.last_stride == 1 else 32
+            raise ConfigError(
+                f"{source}: data.height={d.height} gives a feature map of {rows} rows (ceil(height / {factor}) "
+                f"with model.last_stride={m.last_stride}), fewer than the {n} stripes of model.scales="
+                f"{list(m.scales)}; expected data.height >= {(n - 1) * factor + 1} (e.g. {n * factor}) or fewer stripes")
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:
@@ -340,6 +404,29 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
     for section in _SECTIONS:
         out[section] = plain(dataclasses.asdict(getattr(cfg, section)))
     return out
+
+
+def _flat_fields(cfg: ExperimentConfig) -> dict[str, Any]:
+    out = {}
+    for section, values in config_to_dict(cfg).items():
+        if isinstance(values, dict):
+            out.update({f"{section}.{k}": v for k, v in values.items()})
+        else:
+            out[section] = values
+    return out
+
+
+def config_diff(old: ExperimentConfig, new: ExperimentConfig, ignore: Sequence[str] = ()) -> list[str]:
+    """The fields that differ, one line each: ``"model.scales: saved [2, 4, 6], now [6]"``
+    (``ignore``: keys like "train.epochs" that may differ)."""
+    a, b = _flat_fields(old), _flat_fields(new)
+    lines = []
+    for key in list(a) + [k for k in b if k not in a]:
+        if key in ignore or a.get(key) == b.get(key):
+            continue
+        show = functools.partial(json.dumps, default=str)        # as --set takes them: [2, 4, 6], true, null
+        lines.append(f"{key}: saved {show(a.get(key))}, now {show(b.get(key))}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- public API
@@ -364,13 +451,16 @@ def _set(raw: dict, path: list[str], value: Any, item: str) -> None:
     node[path[-1]] = value
 
 
-def _apply_raw(raw: dict, overrides: Sequence[str], built: bool) -> dict:
-    raw = _merge({}, raw)
+def _apply_raw(raw: dict, overrides: Sequence[str]) -> dict:
+    """``raw`` with the overrides applied in order. ``model.table2_row=N`` and ``model.preset=X``
+    are the two ways to name an architecture: an override of one replaces the other (and the
+    architecture fields set so far, so that the row decides them again); later overrides still apply."""
+    raw = copy.deepcopy(raw)
     for item in overrides:
         path, value = _parse_override(item)
-        if built and path[0] == "model" and len(path) == 2 and path[1] in _MODEL_SHORTCUTS:
-            for key in _ARCHITECTURE:          # let the row decide the architecture again
-                raw.get("model", {}).pop(key, None)
+        if path[0] == "model" and len(path) == 2 and path[1] in _MODEL_SHORTCUTS and isinstance(raw.get("model"), dict):
+            for key in _MODEL_SHORTCUTS + _ARCHITECTURE:
+                raw["model"].pop(key, None)
         _set(raw, path, value, item)
     return raw
 
@@ -383,7 +473,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
     """
     if not overrides:
         return cfg
-    raw = _apply_raw(config_to_dict(cfg), overrides, built=True)
+    raw = _apply_raw(config_to_dict(cfg), overrides)
     return config_from_dict(raw, source="--set " + " ".join(overrides))
 
 
@@ -395,7 +485,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Exper
     """
     path = Path(path)
     raw = _load_tree(path)
-    raw = _apply_raw(raw, overrides, built=False)
+    raw = _apply_raw(raw, overrides)
     source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
     raw.setdefault("name", path.stem)
     cfg = config_from_dict(raw, source=source)
@@ -407,6 +497,9 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Exper
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML (atomically: temp file in the same folder, then rename)."""
-    with atomic_write(path) as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    try:
+        with atomic_write(path) as f:
+            yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    except OSError as e:                          # a full disk: name the file
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     return Path(path)

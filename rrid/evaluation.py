@@ -2,8 +2,9 @@
 
 Test time in the official code: the embedding of an image and of its horizontal flip are
 averaged block by block, the concatenation of the blocks is L2-normalised, and
-query-gallery Euclidean distances are ranked with the Market-1501 protocol
-(:mod:`rrid.metrics`).
+query-gallery Euclidean distances are ranked with the Market-1501 protocol, or for CUHK03
+with the legacy single-gallery-shot CMC (``ranking_metric``, the config's ``eval.metric``;
+:mod:`rrid.metrics`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rrid.metrics import evaluate_ranking
+from rrid.metrics import METRICS, ranking_metrics
 
 __all__ = ["Features", "extract_features", "pairwise_distance", "rerank", "evaluate"]
 
@@ -154,13 +155,19 @@ _rerank = rerank  # ``evaluate`` has a flag of the same name
 
 def evaluate(model, data, height=None, width=None, flip: bool = True, rerank: bool = False,
              metric: str = "euclidean", batch_size: int = 64, workers: int = 0, device=None,
-             amp=None, progress: bool = True):
-    """The whole test pipeline: features, distances (optionally re-ranked), Market-1501 metrics.
+             amp=None, progress: bool = True, ranking_metric: str = "market"):
+    """The whole test pipeline: features, distances (optionally re-ranked), ranking metrics.
 
     ``data`` is an ``rrid.data.Loaders`` (its ``.query`` and ``.gallery`` are used) or a data set
     with ``.query`` and ``.gallery`` records (then test loaders are built at ``height`` x
-    ``width``). Returns ``(metrics, distmat)`` with ``distmat`` a (Q, G) CPU tensor.
+    ``width``). ``metric`` is the distance ("euclidean" or "cosine"); ``ranking_metric`` the
+    protocol, the config's ``eval.metric``: "market" (Market-1501 mAP and CMC) or
+    "cuhk03_single_shot" (the authors' CUHK03 numbers: the same mAP, the legacy CMC; see
+    :func:`rrid.metrics.ranking_metrics`). Returns ``(metrics, distmat)`` with ``distmat`` a
+    (Q, G) CPU tensor.
     """
+    if ranking_metric not in METRICS:  # fail before the features are extracted
+        raise ValueError(f"evaluate(ranking_metric={ranking_metric!r}): expected one of {list(METRICS)}")
     if hasattr(data, "query") and isinstance(data.query, torch.utils.data.DataLoader):
         q_loader, g_loader = data.query, data.gallery
     else:
@@ -177,5 +184,5 @@ def evaluate(model, data, height=None, width=None, flip: bool = True, rerank: bo
         distmat = _rerank(qf.feats, gf.feats)
     else:
         distmat = pairwise_distance(qf.feats, gf.feats, metric=metric)
-    metrics = evaluate_ranking(distmat, qf.pids, gf.pids, qf.camids, gf.camids)
+    metrics = ranking_metrics(distmat, qf.pids, gf.pids, qf.camids, gf.camids, metric=ranking_metric)
     return metrics, distmat

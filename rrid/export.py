@@ -17,7 +17,7 @@ import torch
 
 from rrid.files import atomic_path
 
-__all__ = ["export_onnx", "cli"]
+__all__ = ["export_onnx", "ExportError", "cli"]
 
 
 def export_onnx(model: torch.nn.Module, path, input_size=(384, 128), opset: int = 17, check: bool = True,
@@ -26,8 +26,10 @@ def export_onnx(model: torch.nn.Module, path, input_size=(384, 128), opset: int 
 
     ``input_size`` is (H, W). With ``check`` and onnxruntime installed, the ONNX and PyTorch
     embeddings of a random batch must agree to 1e-4 of the embedding's largest magnitude, else
-    a RuntimeError gives the difference.
+    an ExportError gives the difference. Without the ``onnx`` package: an ExportError that says
+    what to install.
     """
+    _require_onnx()
     path = Path(path)
     height, width = input_size
     model = copy.deepcopy(model).cpu().float().eval()
@@ -58,11 +60,11 @@ def _check_parity(model, onnx_path, height, width, rtol=1e-4):
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": x.numpy()})[0]
     if got.shape != expected.shape:
-        raise RuntimeError(f"ONNX export {onnx_path}: onnxruntime gives shape {got.shape}, PyTorch {expected.shape}")
+        raise ExportError(f"ONNX export {onnx_path}: onnxruntime gives shape {got.shape}, PyTorch {expected.shape}")
     diff, scale = float(abs(got - expected).max()), float(abs(expected).max())
     if diff > rtol * scale:
-        raise RuntimeError(f"ONNX export {onnx_path}: onnxruntime differs from PyTorch by {diff:.2e}; "
-                           f"expected at most {rtol} x max|embedding| = {rtol * scale:.2e}")
+        raise ExportError(f"ONNX export {onnx_path}: onnxruntime differs from PyTorch by {diff:.2e}; "
+                          f"expected at most {rtol} x max|embedding| = {rtol * scale:.2e}")
 
 
 def _num_classes(state: dict) -> int:
@@ -72,9 +74,27 @@ def _num_classes(state: dict) -> int:
     return 751
 
 
+class ExportError(RuntimeError):
+    """The ONNX export cannot run here (the ``onnx`` package is missing) or its result is wrong."""
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export writes the graph with it)
+    except ImportError:
+        raise ExportError("exporting to ONNX needs the onnx package, which is not installed: "
+                          "pip install 'rrid[onnx]' (or pip install onnx onnxruntime)") from None
+
+
 def cli(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rrid export", description="Export a trained RRID to ONNX.")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by rrid.fit (dict with 'model')")
+    parser = argparse.ArgumentParser(
+        prog="python -m rrid export", description="Export a trained RRID to ONNX (needs the onnx package).",
+        epilog="example:\n  python -m rrid export --config configs/quick/ours_f.yaml "
+               "--checkpoint runs/quick/best.pt --out model.onnx\n\n"
+               "The checkpoint must be one `rrid train` wrote with this config (its tensors are checked "
+               "against the checksums stored with them); the weights come from it, so no ImageNet "
+               "download is needed.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by rrid.fit (last.pt / best.pt)")
     parser.add_argument("--config", required=True, help="the experiment YAML the model was trained with")
     parser.add_argument("--out", default="model.onnx", help="where to write the .onnx file")
     parser.add_argument("--height", type=int, default=None, help="input height (default: the config's)")
@@ -85,15 +105,16 @@ def cli(argv=None) -> int:
 
     from rrid.config import load_config
     from rrid.model import RRID
+    from rrid.train import load_checkpoint, load_weights
 
     cfg = load_config(args.config)
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise SystemExit(f"{args.checkpoint}: expected a checkpoint dict with a 'model' state_dict")
-    model = RRID(cfg.model, num_classes=_num_classes(ckpt["model"]))
-    model.load_state_dict(ckpt["model"])
-    height = args.height or getattr(cfg.data, "height", 384)
-    width = args.width or getattr(cfg.data, "width", 128)
+    _require_onnx()
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg.model.pretrained = False                  # the checkpoint holds the weights
+    model = RRID(cfg.model, num_classes=ckpt.get("num_classes") or _num_classes(ckpt["model"]))
+    load_weights(model, ckpt["model"], args.checkpoint, f"the model of {args.config}")
+    height = args.height or cfg.data.height
+    width = args.width or cfg.data.width
     out = export_onnx(model, args.out, input_size=(height, width), opset=args.opset, check=not args.no_check)
     print(f"wrote {out} (input 3 x {height} x {width})")
     return 0

@@ -1,6 +1,8 @@
 """Ranking metrics for person re-identification: CMC, mAP and mINP.
 
-The Market-1501 protocol, used by the paper for every data set: for a query with identity
+The Market-1501 protocol (the standard one for Market-1501, DukeMTMC-reID and the CUHK03-NP
+767/700 split; the authors' code reports it for Market-1501 and Duke, and for CUHK03 its
+mAP with the legacy single-gallery-shot CMC, :func:`cuhk03_single_shot`): for a query with identity
 ``pid`` seen by camera ``cam``, the gallery is ranked by distance (ties broken by gallery
 index, as a stable sort would), gallery images with the same ``pid`` *and* the same ``cam``
 are removed (they are too easy), and the remaining images with the query's identity are
@@ -43,7 +45,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["evaluate_ranking", "evaluate_ranking_reference", "cuhk03_single_shot"]
+__all__ = ["evaluate_ranking", "evaluate_ranking_reference", "cuhk03_single_shot", "ranking_metrics",
+           "compare_protocols", "METRICS"]
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
@@ -240,24 +243,41 @@ def _match_ranks_by_counting(distmat, qs, by_pid, start, n_same, n_match, g_cami
 
 
 def cuhk03_single_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
-                       repeats: int = 10, seed: int = 0) -> dict:
-    """The legacy CUHK03 single-gallery-shot CMC (the official code's CUHK03 metric).
+                       repeats: int = 10, seed: int = 0, separate_cameras: bool = True) -> dict:
+    """The legacy CUHK03 single-gallery-shot CMC (the CMC of the authors' code for CUHK03).
 
-    For each query the same-identity same-camera entries are removed as usual; then, in each
-    of ``repeats`` draws, one gallery image per identity is kept at random, and the CMC of the
-    query in that reduced ranking is averaged over the draws and the queries. With a single
-    match the AP of a draw is ``1 / (r + 1)``; its mean is reported as ``mAP`` for reference
-    only (the metric is the CMC). Seeded by ``seed`` and reproducible.
+    The authors' evaluation (``reid/evaluators.py``) calls open-reid's ``cmc`` for CUHK03 with
+    ``separate_camera_set=True, single_gallery_shot=True``. For each query:
+
+    1. the gallery is ranked by distance (ties in gallery order) and cleaned: with
+       ``separate_cameras`` (the default, as theirs) every image from the query's camera is
+       dropped, otherwise only those with the query's identity and camera (Market-1501 style);
+    2. in each of ``repeats`` draws (10, as theirs) one image per identity is kept at random,
+       so the query's identity appears exactly once; its 0-based rank ``r`` among the kept
+       images gives CMC@k = [r < k];
+    3. the CMC is averaged over the draws and over the queries that have a match.
+
+    Unlike the Market-1501 CMC, the rank of the first match here does not count the other
+    images of an identity that is ranked early, nor, by default, any image of the query's
+    own camera: rank-1 is higher than under the standard CUHK03-NP (767/700) protocol, which
+    uses the Market-1501 metric (:func:`evaluate_ranking`). Their mAP for CUHK03 is the
+    Market-1501 one (open-reid's ``mean_ap``): see :func:`ranking_metrics`.
+
+    Returns ``{"cmc", "mean_reciprocal_rank", "num_valid_queries", "num_skipped_queries"}``;
+    ``mean_reciprocal_rank`` is the mean of 1 / (r + 1) (the AP of a draw, which has one
+    match). Seeded by ``seed`` (numpy's PCG64) and reproducible; open-reid draws from numpy's
+    global state, so their numbers vary from run to run by the sampling noise.
     """
     distmat, q_pids, g_pids, q_camids, g_camids, max_rank = _check_inputs(
         distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
     if int(repeats) < 1:
         raise ValueError(f"repeats: expected a positive integer, got {repeats}")
     rng = np.random.default_rng(seed)
-    cmc_sum, ap_sum, num_valid = np.zeros(max_rank), 0.0, 0
+    cmc_sum, rr_sum, num_valid = np.zeros(max_rank), 0.0, 0
     for q in range(len(q_pids)):
         order = np.argsort(distmat[q], kind="stable")
-        keep = ~((g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q]))
+        same_cam = g_camids[order] == q_camids[q]
+        keep = ~same_cam if separate_cameras else ~((g_pids[order] == q_pids[q]) & same_cam)
         pids = g_pids[order][keep]  # the cleaned ranking, as identities
         if not (pids == q_pids[q]).any():
             continue
@@ -271,8 +291,49 @@ def cuhk03_single_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: in
             chosen[by[first_of_pid]] = True
             r = np.count_nonzero(chosen[:np.flatnonzero(chosen & (pids == q_pids[q]))[0]])
             cmc_sum[r:] += 1 if r < max_rank else 0
-            ap_sum += 1.0 / (r + 1)
+            rr_sum += 1.0 / (r + 1)
     if num_valid == 0:
         raise ValueError("no query has a match in the gallery (after removing same-identity same-camera images)")
-    return {"cmc": cmc_sum / (num_valid * repeats), "mAP": ap_sum / (num_valid * repeats),
+    return {"cmc": cmc_sum / (num_valid * repeats), "mean_reciprocal_rank": rr_sum / (num_valid * repeats),
             "num_valid_queries": num_valid, "num_skipped_queries": len(q_pids) - num_valid}
+
+
+METRICS = ("market", "cuhk03_single_shot")
+"""The ranking metrics a run can report (``eval.metric`` of the experiment config)."""
+
+
+def ranking_metrics(distmat, q_pids, g_pids, q_camids, g_camids, metric: str = "market",
+                    max_rank: int = 50, seed: int = 0) -> dict:
+    """The metrics of a run under ``metric`` (``eval.metric`` of the config).
+
+    * ``"market"``: :func:`evaluate_ranking` (Market-1501 protocol: mAP, CMC, mINP).
+    * ``"cuhk03_single_shot"``: what the authors' code reports for CUHK03: the Market-1501
+      mAP, mINP and per-query AP, with ``cmc`` replaced by :func:`cuhk03_single_shot`'s
+      (separate cameras, 10 draws seeded by ``seed``); the Market-1501 CMC stays under
+      ``"cmc_market"``.
+
+    The dict of :func:`evaluate_ranking` plus ``"metric"``: the name used.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"ranking metric {metric!r}: expected one of {list(METRICS)}")
+    out = dict(evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank), metric=metric)
+    if metric == "cuhk03_single_shot":
+        single = cuhk03_single_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, seed=seed)
+        out["cmc_market"], out["cmc"] = out["cmc"], single["cmc"]
+    return out
+
+
+def compare_protocols(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, seed: int = 0,
+                      repeats: int = 10) -> dict:
+    """Both CMCs on the same distances: ``{"market": evaluate_ranking(...),
+    "cuhk03_single_shot": cuhk03_single_shot(...), "rank1": {"market": .., "cuhk03_single_shot": ..}}``.
+
+    Shows why CUHK03 rank-1 numbers are not comparable between papers: the same ranking gets
+    a higher rank-1 under the legacy single-gallery-shot CMC (the authors' code) than under
+    the Market-1501 CMC of the 767/700 protocol, while the mAP is the same in both.
+    """
+    market = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    single = cuhk03_single_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank,
+                                repeats=repeats, seed=seed)
+    return {"market": market, "cuhk03_single_shot": single,
+            "rank1": {"market": float(market["cmc"][0]), "cuhk03_single_shot": float(single["cmc"][0])}}

@@ -10,6 +10,7 @@ For every scale P_n (n horizontal stripes; n = 6, 4, 2 for Ours-F, n = 6 for Our
     part features    p_i = GMP(stripe i of x),  i = 1..n    (C each)
     rest features    r_i = 1/(n-1) sum_{j != i} p_j
     local (Eq. 1)    q_i = p̄_i + R_p(T(p̄_i, r̄_i))
+                     (or q_i = p̄_i + R_p(r̄_i): the paper's rest-only control of Fig. 6)
     global (Eq. 2)   q_0 = p̄_max + R_g(T(p̄_max, p̄_cont)),  p_max = max_i p_i,
                      p_cont = (sum_i p_i - p_max)/(n-1)  (code)  or  p_avg - p_max  (paper)
 
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torchvision
 from torch import Tensor, nn
+
+from rrid.paper import TABLE2, Table2Row
 
 BACKBONES = {"resnet50": 2048, "resnet34": 512, "resnet18": 512}  # name -> C
 GLOBAL_POOLS = ("gcp", "gmp", "gap", "gap+gmp", None)
@@ -40,44 +43,8 @@ CLASSIFIERS = ("official", "paper")
 # ----------------------------------------------------------------------------- config
 
 
-@dataclass(frozen=True)
-class Table2Row:
-    """One row of the paper's Table 2 (ablation), with the published mAP / rank-1 in %."""
-
-    row: int
-    global_pool: str | None
-    local_pool: str | None
-    relation: bool
-    scales: tuple[int, ...]
-    feature_dim: int
-    market_map: float
-    market_rank1: float
-    cuhk03_labeled_map: float
-    cuhk03_labeled_rank1: float
-    cuhk03_detected_map: float
-    cuhk03_detected_rank1: float
-    duke_map: float
-    duke_rank1: float
-    name: str | None = None
-
-
-_P6, _MULTI = (6,), (2, 4, 6)
-# Park & Ham (2020), Table 2: Market-1501, CUHK03 (labeled, detected), DukeMTMC-reID.
-TABLE2 = [
-    Table2Row(1, "gap", None, False, _P6, 256, 74.5, 88.2, 57.0, 60.6, 54.3, 58.4, 62.9, 79.6),
-    Table2Row(2, None, "gap", False, _P6, 1536, 79.0, 92.3, 65.1, 67.9, 62.4, 65.6, 70.0, 84.0),
-    Table2Row(3, "gap", "gap", False, _P6, 1792, 82.9, 92.9, 68.1, 71.4, 63.6, 66.2, 73.5, 85.5),
-    Table2Row(4, "gmp", "gmp", False, _P6, 1792, 83.7, 93.2, 70.7, 73.9, 64.3, 66.8, 74.8, 86.1),
-    Table2Row(5, "gmp", "gmp", True, _P6, 1792, 86.7, 94.2, 73.3, 75.8, 67.6, 70.2, 76.3, 88.3),
-    Table2Row(6, "gap", "gmp", True, _P6, 1792, 85.8, 94.1, 72.6, 75.0, 67.6, 69.6, 75.6, 88.2),
-    Table2Row(7, "gap+gmp", "gmp", True, _P6, 1792, 86.6, 94.3, 72.9, 75.8, 68.1, 70.3, 76.5, 88.4),
-    Table2Row(8, "gcp", "gmp", True, _P6, 1792, 88.0, 94.8, 73.5, 76.6, 69.5, 72.5, 77.1, 89.3, "Ours-S"),
-    Table2Row(9, "gmp", "gmp", False, _MULTI, 3840, 86.7, 94.4, 72.8, 74.6, 67.7, 69.1, 76.1, 87.7),
-    Table2Row(10, "gap", "gmp", False, _MULTI, 3840, 86.5, 94.2, 72.5, 74.7, 67.3, 69.9, 76.5, 87.3),
-    Table2Row(11, "gap+gmp", "gmp", False, _MULTI, 3840, 86.5, 94.1, 72.8, 75.4, 66.5, 69.9, 76.6, 87.8),
-    Table2Row(12, "gcp", "gmp", False, _MULTI, 3840, 87.3, 94.5, 73.0, 75.9, 69.0, 71.6, 77.4, 88.3),
-    Table2Row(13, "gcp", "gmp", True, _MULTI, 3840, 88.9, 95.2, 75.6, 77.9, 69.6, 74.4, 78.6, 89.7, "Ours-F"),
-]
+# Table 2 (the ablation) lives in rrid.paper with the paper's other tables; imported here for
+# RRIDConfig.table2 and for code that imports it from rrid.model.
 PRESETS = {"ours-s": 8, "ours-f": 13}
 
 
@@ -86,13 +53,16 @@ class RRIDConfig:
     """Architecture of one RRID variant (defaults: Ours-F, the full model of Table 2, row 13).
 
     backbone      "resnet50" (C = 2048) | "resnet34" | "resnet18" (C = 512, CPU quick mode)
-    pretrained    ImageNet weights through torchvision's weights API (downloads once)
+    pretrained    torchvision's ImageNet weights, checksum-verified (rrid.weights; downloads once)
     last_stride   stride of ResNet's layer4 (1 in the paper: 24 x 8 map at 384 x 128)
     scales        stripe counts n of the branches P_n: (2, 4, 6) Ours-F, (6,) Ours-S
     reduced_dim   c, the width of every p̄_i, r̄_i, q_i, q_0 (256)
     global_pool   q_0 from "gcp" (Eq. 2) | "gmp" | "gap" | "gap+gmp" | None (no q_0)
     local_pool    p_i by "gmp" | "gap" over each stripe | None (no q_i)
-    relation      q_i = p̄_i + R_p(T(p̄_i, r̄_i)) (Eq. 1) if True, else q_i = p̄_i
+    relation      True: q_i = p̄_i + R_p(T(p̄_i, r̄_i)) (Eq. 1), R_p: 2c -> c
+                  False: q_i = p̄_i (no relation module)
+                  "rest_only": q_i = p̄_i + R_p(r̄_i), R_p: c -> c (the model of the paper's
+                  Fig. 6, 84.5 / 93.4 mAP / rank-1 on Market-1501 with row 5's other fields)
     contrast      p_cont = (sum_i p_i - p_max)/(n-1) ("official") | p_avg - p_max ("paper")
     classifiers   "official": Linear(c, K) on every q_i, p̄_i, r̄_i and per scale on q_0,
                   p̄_max, p̄_cont (45 for Ours-F) | "paper": one per q_i and q_0 (15)
@@ -105,7 +75,7 @@ class RRIDConfig:
     reduced_dim: int = 256
     global_pool: str | None = "gcp"
     local_pool: str | None = "gmp"
-    relation: bool = True
+    relation: bool | Literal["rest_only"] = True
     contrast: str = "official"
     classifiers: str = "official"
 
@@ -121,7 +91,8 @@ class RRIDConfig:
         check("contrast", self.contrast, CONTRASTS)
         check("classifiers", self.classifiers, CLASSIFIERS)
         check("pretrained", self.pretrained, (True, False))
-        check("relation", self.relation, (True, False))
+        if not (isinstance(self.relation, bool) or self.relation == "rest_only"):  # 1 == True: no `in`
+            raise ValueError(f"RRIDConfig.relation={self.relation!r}: expected True, False or 'rest_only'")
         if isinstance(self.scales, int) or not all(isinstance(n, int) and n >= 2 for n in self.scales):
             raise ValueError(f"RRIDConfig.scales={self.scales!r}: expected stripe counts >= 2, e.g. (2, 4, 6)")
         self.scales = tuple(self.scales)  # YAML gives lists
@@ -132,7 +103,8 @@ class RRIDConfig:
         if self.global_pool is None and self.local_pool is None:
             raise ValueError("RRIDConfig.global_pool and RRIDConfig.local_pool are both None: expected at least one")
         if self.relation and self.local_pool is None:
-            raise ValueError("RRIDConfig.relation=True needs local features: expected local_pool 'gmp' or 'gap'")
+            raise ValueError(f"RRIDConfig.relation={self.relation!r} needs local features: "
+                             "expected local_pool 'gmp' or 'gap'")
 
     @property
     def feature_dim(self) -> int:
@@ -169,17 +141,11 @@ def resnet_backbone(name: str = "resnet50", pretrained: bool = False, last_strid
     """
     if name not in BACKBONES:
         raise ValueError(f"backbone {name!r}: expected one of {list(BACKBONES)}")
-    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1 if pretrained else None
-    try:
-        resnet = torchvision.models.get_model(name, weights=weights)
-    except Exception as err:  # no internet, proxy, corrupt download
-        if weights is None:
-            raise
-        raise RuntimeError(
-            f"could not load the ImageNet weights {weights} for backbone {name!r} from {weights.url} ({err}). "
-            f"Without internet, copy {weights.url.rsplit('/', 1)[-1]} into {torch.hub.get_dir()}/checkpoints/ "
-            "(torch's cache), or set pretrained=False."
-        ) from err
+    resnet = torchvision.models.get_model(name, weights=None)
+    if pretrained:  # verified against its SHA-256, then read with weights_only=True (rrid.weights)
+        from rrid.weights import load_imagenet
+
+        load_imagenet(resnet, name)
     block = resnet.layer4[0]
     strided = block.conv2 if isinstance(block, torchvision.models.resnet.Bottleneck) else block.conv1
     strided.stride = (last_stride, last_stride)
@@ -286,10 +252,32 @@ class RelationModule(nn.Module):
         q, p_bars, r_bars = [], [], []
         for i in range(self.n):
             p_bar, r_bar = self.p_layers[i](p[:, i]), self.r_layers[i](r[:, i])
-            q.append(p_bar + self.R_p[i](torch.cat([p_bar, r_bar], dim=1)))
+            q.append(p_bar + self.relation(i, p_bar, r_bar))
             p_bars.append(p_bar)
             r_bars.append(r_bar)
         return torch.stack(q, 1), torch.stack(p_bars, 1), torch.stack(r_bars, 1)
+
+    def relation(self, i: int, p_bar: Tensor, r_bar: Tensor) -> Tensor:
+        """The residual of stripe i: R_p(T(p̄_i, r̄_i)), (N, c) from p̄_i, r̄_i (N, c) each."""
+        return self.R_p[i](torch.cat([p_bar, r_bar], dim=1))
+
+
+class RestOnlyRelation(RelationModule):
+    """The paper's Fig. 6 control: q_i = p̄_i + R_p(r̄_i), i = 1..n (no multi-scale extension there).
+
+    Eq. (1) with the combined rest feature r̄_i in place of T(p̄_i, r̄_i) ("we train a model using
+    the combined rest feature r̄_i instead of T(p̄_i, r̄_i) in (1)"), so R_p maps c -> c and sees
+    the other stripes only; p̄_i reaches q_i through the skip connection alone. Everything else
+    (p-, r-layers, no sharing between stripes, the p̄_i and r̄_i classifiers) is RelationModule's.
+    """
+
+    def __init__(self, n: int, in_channels: int, reduced_dim: int):
+        super().__init__(n, in_channels, reduced_dim)
+        self.R_p = _reductions(n, reduced_dim, reduced_dim)
+
+    def relation(self, i: int, p_bar: Tensor, r_bar: Tensor) -> Tensor:
+        """The residual of stripe i: R_p(r̄_i); p̄_i is not used."""
+        return self.R_p[i](r_bar)
 
 
 class GlobalContrastivePooling(nn.Module):
@@ -367,7 +355,7 @@ class ScaleHead(nn.Module):
         self.local_pool, self.global_pool = config.local_pool, config.global_pool
         self.local = None
         if config.local_pool:
-            module = RelationModule if config.relation else PartReduction
+            module = {True: RelationModule, "rest_only": RestOnlyRelation, False: PartReduction}[config.relation]
             self.local = module(n, in_channels, c)
         if config.global_pool == "gcp":
             self.glob = GlobalContrastivePooling(in_channels, c, config.contrast)
@@ -487,6 +475,6 @@ def count_parameters(module: nn.Module) -> int:
 
 __all__ = [
     "RRIDConfig", "TABLE2", "Table2Row", "resnet_backbone", "stripe_pool", "StripePooling", "Reduction",
-    "PartReduction", "RelationModule", "GlobalContrastivePooling", "GlobalPooling", "ScaleHead",
+    "PartReduction", "RelationModule", "RestOnlyRelation", "GlobalContrastivePooling", "GlobalPooling", "ScaleHead",
     "RRIDOutput", "RRID", "param_groups", "count_parameters",
 ]

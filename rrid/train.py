@@ -27,15 +27,20 @@ each rank draws its own share of the P x K batches, and only rank 0 writes files
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import math
 import os
 import random
+import re
+import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -43,16 +48,24 @@ import torch.distributed as dist
 from torch import nn
 
 from rrid.callbacks import Callback
-from rrid.config import ExperimentConfig, config_from_dict, config_to_dict, load_config, save_config
-from rrid.files import atomic_write
+from rrid.config import (ConfigError, ExperimentConfig, check_device, config_diff, config_from_dict, config_to_dict,
+                         load_config, save_config)
+from rrid.files import atomic_path, atomic_write, describe_write_error, remove_stale_temps
 from rrid.losses import RRIDLoss
 from rrid.model import RRID, param_groups
 
-__all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "CheckpointError",
-           "build_dataset", "build_model", "build_run_loaders", "save_checkpoint", "load_checkpoint", "load_model", "batch_seed",
-           "seed_everything"]
+__all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "CheckpointError", "RunFolderError",
+           "build_dataset", "build_model", "build_run_loaders", "save_checkpoint", "load_checkpoint", "load_model",
+           "load_weights", "state_dict_mismatch", "tensor_checksums", "batch_seed", "seed_everything",
+           "RUN_FILES", "RESUME_MAY_DIFFER"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2                   # 2: with "checksums" and "best_step"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")   # a folder holding any of these holds a run
+# what --resume accepts to differ from the saved run: where and how fast it runs, how often it
+# logs, evaluates and saves, and where the data lives; never the model, data, recipe or seed
+RESUME_MAY_DIFFER = ("name", "train.epochs", "train.device", "train.num_threads", "train.channels_last",
+                     "train.log_every", "train.eval_every", "train.checkpoint_every_steps", "train.tensorboard",
+                     "train.out_dir", "data.root", "data.workers", "data.cache", "data.test_batch_size")
 LOSS_PARTS = ("total", "triplet", "ce", "acc")
 
 
@@ -61,7 +74,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read (truncated, corrupted, or not an rrid checkpoint)."""
+    """A checkpoint file that cannot be read (truncated, corrupted, failed checksum, not an rrid
+    checkpoint, does not fit the model) or written (a full disk)."""
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that holds another run (without resume or overwrite), or a resume whose
+    config differs from the saved run's."""
 
 
 @dataclass
@@ -237,18 +256,98 @@ def _set_rng_state(state: dict, loader_generator: Optional[torch.Generator]) -> 
         loader_generator.set_state(state["loader"])
 
 
+def _leaves(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, leaf) of a nested payload, dict keys in sorted order: "model/conv1.weight", "step", ..."""
+    if isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            yield from _leaves(obj[key], f"{path}/{key}" if path else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _leaves(value, f"{path}/{i}")
+    else:
+        yield path, obj
+
+
+def tensor_checksums(payload: dict) -> dict:
+    """SHA-256 of every tensor of ``payload`` (its dtype, shape and bytes), keyed by its path,
+    and one SHA-256 over all other values (epoch, step, config, ...): what ``save_checkpoint``
+    stores under "checksums" and ``load_checkpoint`` recomputes."""
+    tensors, values = {}, hashlib.sha256()
+    for path, leaf in _leaves({k: v for k, v in payload.items() if k != "checksums"}):
+        if isinstance(leaf, torch.Tensor):
+            t = leaf.detach().cpu().contiguous().reshape(-1)
+            digest = hashlib.sha256(f"{t.dtype} {tuple(leaf.shape)} ".encode())
+            digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+            tensors[path] = digest.hexdigest()
+        else:
+            values.update(f"{path}={leaf!r}\n".encode())
+    return {"algorithm": "sha256", "tensors": tensors, "values": values.hexdigest()}
+
+
+def _verify_checksums(payload: dict, path: Path) -> None:
+    stored = payload.get("checksums")
+    if not isinstance(stored, dict) or stored.get("algorithm") != "sha256":
+        warnings.warn(f"checkpoint {path} has no tensor checksums (written by an older rrid): its tensors "
+                      "cannot be verified. Re-save it with rrid.train.save_checkpoint to add them.", stacklevel=3)
+        return
+    now = tensor_checksums(payload)
+    for name, digest in stored["tensors"].items():
+        if now["tensors"].get(name) != digest:
+            what = "is missing" if name not in now["tensors"] else "differs from the checksum saved with it"
+            raise CheckpointError(f"checkpoint {path} is corrupted: tensor {name!r} {what}. "
+                                  "Delete it (and resume from another) or start the run again.")
+    extra = [name for name in now["tensors"] if name not in stored["tensors"]]
+    if extra or now["values"] != stored["values"]:
+        what = f"tensor {extra[0]!r} has no saved checksum" if extra else "its non-tensor entries (step, config, ...) changed"
+        raise CheckpointError(f"checkpoint {path} is corrupted: {what}. Delete it (and resume from another) "
+                              "or start the run again.")
+
+
+def _write_failed(err: BaseException, path: Path) -> None:
+    """Raise a CheckpointError naming ``path`` when ``err`` is a failed write (disk full, ...)."""
+    reason = describe_write_error(err)
+    if reason is None:
+        return                                   # not a write failure: a bug, let it show
+    todo = f"free some space in {path.parent}" if "No space" in reason else f"check that {path.parent} is writable"
+    raise CheckpointError(f"cannot write checkpoint {path}: {reason}. The previous {path.name}, if any, is "
+                          f"unchanged; {todo} (or choose another folder) and continue with --resume") from err
+
+
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
 
-    A crash at any point leaves either the old file or the new one, never half of one.
+    The payload is stored with its ``tensor_checksums`` under "checksums". A crash at any
+    point leaves either the old file or the new one, never half of one; a failed write (a
+    full disk) is a ``CheckpointError`` naming the file.
     """
-    with atomic_write(path, "wb") as f:
-        torch.save(payload, f)
-    return Path(path)
+    path = Path(path)
+    payload = {**payload, "checksums": tensor_checksums(payload)}
+    try:
+        with atomic_write(path, "wb") as f:
+            torch.save(payload, f)
+    except (OSError, RuntimeError) as err:
+        _write_failed(err, path)
+        raise
+    return path
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> None:
+    """``dst`` = a byte copy of ``src``, atomically (best.pt is a copy of last.pt)."""
+    try:
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+    except OSError as err:
+        _write_failed(err, dst)
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Read a checkpoint written by ``fit`` (``weights_only=True``); a clear error otherwise."""
+    """Read a checkpoint written by ``fit`` (``weights_only=True``) and verify its checksums.
+
+    A missing, truncated, corrupted (a tensor whose bytes changed) or foreign file is a
+    ``CheckpointError`` naming the file; a checkpoint of an older rrid without checksums loads
+    with a warning.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -261,7 +360,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             "Delete it (and resume from another) or start the run again.") from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise CheckpointError(f"checkpoint {path} is not an rrid checkpoint: expected a dict with a 'model' entry")
+    _verify_checksums(payload, path)
     return payload
+
+
+def state_dict_mismatch(err: RuntimeError) -> str:
+    """One short line from ``load_state_dict``'s error: how many keys are missing or unexpected
+    (with the first two) and the first size mismatch."""
+    parts = []
+    for line in str(err).splitlines()[1:]:
+        line = line.strip()
+        m = re.match(r"^(Missing|Unexpected) key\(s\) in state_dict: (.*)$", line)
+        if m:
+            keys = re.findall(r'"([^"]+)"', m[2])
+            more = f", ... {len(keys) - 2} more" if len(keys) > 2 else ""
+            parts.append(f"{m[1]} key(s): {len(keys)} ({', '.join(keys[:2])}{more})")
+        elif line.startswith("size mismatch") and not any(p.startswith("size mismatch") for p in parts):
+            parts.append(line[:200])
+    return "; ".join(parts) or (str(err).splitlines() or ["state dict mismatch"])[0]
+
+
+def load_weights(model: nn.Module, state: dict, path: str | os.PathLike, what: str = "the model") -> None:
+    """``model.load_state_dict(state)``; a CheckpointError naming ``path`` when they do not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit {what} ({state_dict_mismatch(e)}); use the "
+                              "config the checkpoint was trained with") from None
 
 
 def load_model(path: str | os.PathLike, device: Any = "cpu") -> RRID:
@@ -273,7 +398,7 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> RRID:
     cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
     cfg.model.pretrained = False                 # the checkpoint holds the weights
     model = RRID(cfg.model, ckpt["num_classes"])
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], path, "the model of its own config")
     return model.to(device).eval()
 
 
@@ -320,8 +445,11 @@ class _RunLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:                      # a full disk: name the file
+            raise OSError(e.errno, f"{e.strerror or e} (writing the run log)", str(self.path)) from e
         if self.writer is not None:
             for key, value in _flat(record).items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch", "batch"):
@@ -368,20 +496,99 @@ def _progress_enabled(progress: bool, rank: int) -> bool:
 
 # ----------------------------------------------------------------------------- the loop
 
+def _saved_config(out: Path, ckpt: Optional[dict]) -> Optional[ExperimentConfig]:
+    """The config of the run in ``out``: last.pt's (it made the weights), else config.yaml."""
+    source = out / "last.pt" if ckpt is not None else out / "config.yaml"
+    if ckpt is not None:
+        raw = ckpt.get("config")
+    elif source.is_file():
+        import yaml
+
+        try:
+            raw = yaml.safe_load(source.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise RunFolderError(f"cannot resume {out}: its {source.name} cannot be read ({e}); "
+                                 "pass --overwrite to start a new run there") from None
+    else:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return config_from_dict(raw, source=f"{source} (saved config)")
+    except ConfigError as e:
+        raise RunFolderError(f"cannot resume {out}: its saved config is not valid any more ({e}); "
+                             "pass --overwrite to start a new run there") from None
+
+
+def _check_run_folder(out: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool) -> Optional[dict]:
+    """Read-only: may a run start in ``out``? Returns last.pt's payload when resuming from it.
+
+    A folder holding a run (any of ``RUN_FILES``) is refused unless ``overwrite`` (its files
+    are deleted later, once the data and the model are built) or ``resume`` with the same
+    config, compared field by field (``RESUME_MAY_DIFFER`` may differ).
+    """
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if overwrite or not present:
+        return None
+    if not resume:
+        raise RunFolderError(
+            f"{out} already holds a run ({', '.join(present)}): continue it with --resume (fit(resume=True)), "
+            "replace it with --overwrite (fit(overwrite=True) deletes those files), or choose another folder")
+    last = out / "last.pt"
+    ckpt = load_checkpoint(last) if last.exists() else None
+    if ckpt is None and (out / "best.pt").exists():
+        raise RunFolderError(f"cannot resume {out}: it has best.pt but no last.pt to continue from; "
+                             "pass --overwrite to start a new run there (best.pt is deleted) or choose another folder")
+    saved = _saved_config(out, ckpt)
+    if saved is not None:
+        diff = config_diff(saved, cfg, ignore=RESUME_MAY_DIFFER)
+        if diff:
+            raise RunFolderError(
+                f"cannot resume {out}: the config differs from the saved run's in {len(diff)} field(s): "
+                f"{'; '.join(diff)}. Resume with the saved config ({out / 'config.yaml'}), or pass --overwrite "
+                "to start a new run there")
+    return ckpt
+
+
+def _clear_run(out: Path) -> None:
+    """Delete the files of the run in ``out`` (``RUN_FILES`` and tensorboard/), nothing else."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    if (out / "tensorboard").is_dir():
+        shutil.rmtree(out / "tensorboard")
+
+
+def _restore_best(last_path: Path, best_path: Path, ckpt: dict) -> None:
+    """After a kill between writing last.pt and its copy best.pt: last.pt *is* the best state
+    (its best_step is its step), so best.pt must equal it; copy it again when it does not."""
+    if ckpt.get("best_step", -1) < 0 or ckpt["best_step"] != ckpt["step"]:
+        return
+    try:
+        ok = best_path.exists() and load_checkpoint(best_path)["step"] == ckpt["step"]
+    except CheckpointError:
+        ok = False
+    if not ok:
+        _copy_checkpoint(last_path, best_path)
+
+
 def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike | None = None,
         callbacks: Iterable[Callback] = (), resume: bool = False, device: Any = None,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, overwrite: bool = False) -> FitResult:
     """Train ``config`` and return its history and checkpoints.
 
     config    an ``ExperimentConfig`` or the path of a YAML file
     out_dir   run folder: config.yaml, metrics.jsonl, last.pt, best.pt (default:
               ``config.train.out_dir``, else a new temporary folder)
     callbacks ``rrid.Callback`` objects (``rrid.LivePlot`` draws the curves)
-    resume    continue from ``out_dir/last.pt`` (a new run when there is none yet)
+    resume    continue from ``out_dir/last.pt`` (a new run when there is none yet); the config
+              must equal the saved one except for ``RESUME_MAY_DIFFER`` (epochs, device, ...)
     device    overrides ``config.train.device`` ("cpu", "cuda", "cuda:1", ...)
+    overwrite start a new run in a folder that holds one, deleting its files
 
-    Raises ``NonFiniteLossError`` naming the step when the loss is NaN or infinite; the
-    last checkpoint written before it stays in place.
+    A folder that holds a run is refused without ``resume`` or ``overwrite``
+    (``RunFolderError``), and nothing is written before the folder, the data and the model
+    have been checked. Raises ``NonFiniteLossError`` naming the step when the loss is NaN or
+    infinite; the last checkpoint written before it stays in place.
     """
     from tqdm.auto import tqdm
 
@@ -389,23 +596,32 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
 
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     t = cfg.train
+    if resume and overwrite:
+        raise ValueError("fit(resume=True, overwrite=True): choose one (--resume or --overwrite)")
+    check_device(str(device or t.device), "--device" if device else "train.device")
     rank, world, local_rank, created_group = _init_distributed(str(device or t.device))
     try:
         device = _pick_device(str(device or t.device), local_rank)
         if out_dir is None and rank == 0:
             out_dir = t.out_dir or tempfile.mkdtemp(prefix="rrid-run-")
-        if world > 1:                                # every rank needs the folder name
-            box = [str(out_dir) if rank == 0 else None]
+        out = Path(out_dir) if rank == 0 else None
+        ckpt, problem = None, None
+        if rank == 0:
+            try:
+                ckpt = _check_run_folder(out, cfg, resume, overwrite)
+            except (RunFolderError, CheckpointError) as e:
+                problem = e
+        if world > 1:                                # every rank needs the folder name and the verdict
+            box = [str(out_dir) if rank == 0 else None, problem]
             dist.broadcast_object_list(box, src=0)
-            out_dir = box[0]
-        out = Path(out_dir)
+            out, problem = Path(box[0]), box[1]
+        if problem is not None:
+            raise problem
         last_path, best_path = out / "last.pt", out / "best.pt"
-        ckpt = load_checkpoint(last_path) if resume and last_path.exists() else None
+        if rank != 0 and resume and last_path.exists():
+            ckpt = load_checkpoint(last_path)
         if resume and ckpt is None and rank == 0:   # the first session of a run started with --resume
             print(f"no checkpoint in {out} yet: starting a new run there")
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out / "config.yaml")
         callbacks = list(callbacks)
 
         with _torch_settings(t, device):
@@ -421,7 +637,13 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
             loaders = build_run_loaders(cfg, dataset, device, rank, world)
             sampler, generator = loaders.sampler, getattr(loaders.train, "generator", None)
 
-            model = build_model(cfg, dataset.num_train_ids).to(device, memory_format=memory_format)
+            if ckpt is not None and ckpt.get("num_classes", dataset.num_train_ids) != dataset.num_train_ids:
+                raise CheckpointError(f"checkpoint {last_path} was trained on {ckpt['num_classes']} identities, "
+                                      f"the data set in {d.root} has {dataset.num_train_ids}: resume on the same data")
+            model_cfg = cfg
+            if ckpt is not None:                 # the checkpoint holds the weights: no ImageNet file needed
+                model_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False))
+            model = build_model(model_cfg, dataset.num_train_ids).to(device, memory_format=memory_format)
             if t.sync_bn and world > 1:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             optimizer = torch.optim.SGD(param_groups(model, cfg.optim.backbone_lr, cfg.optim.head_lr),
@@ -431,17 +653,27 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
             scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
             criterion = RRIDLoss(cfg.loss.margin, cfg.loss.ce_weight, cfg.loss.label_smoothing, cfg.loss.triplet_mode)
 
-            start_epoch, start_batch, step, best_map = 0, 0, 0, -1.0
+            start_epoch, start_batch, step, best_map, best_step = 0, 0, 0, -1.0, -1
             sums = torch.zeros(len(LOSS_PARTS), dtype=torch.float64)
             if ckpt is not None:
-                model.load_state_dict(ckpt["model"])
+                load_weights(model, ckpt["model"], last_path, f"the model of {cfg.name or 'the config'}")
                 optimizer.load_state_dict(ckpt["optimizer"])
                 scheduler.load_state_dict(ckpt["scheduler"])
                 scaler.load_state_dict(ckpt["scaler"])
                 sampler.load_state_dict(ckpt["sampler"])
                 start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
                 best_map, sums = ckpt["best_map"], ckpt["epoch_sums"].clone()
+                best_step = ckpt.get("best_step", -1)
                 _set_rng_state(ckpt["rng"], generator)
+
+            if rank == 0:                        # everything is checked: now the folder is written
+                if overwrite:
+                    _clear_run(out)
+                out.mkdir(parents=True, exist_ok=True)
+                remove_stale_temps(out, RUN_FILES)
+                save_config(cfg, out / "config.yaml")
+                if ckpt is not None:
+                    _restore_best(last_path, best_path, ckpt)
             net = model
             if world > 1:
                 net = nn.parallel.DistributedDataParallel(
@@ -455,17 +687,18 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
             metrics: dict = {}
             images_per_step = d.p * d.k * world
 
-            def checkpoint(epoch: int, batch: int, path: Path = last_path) -> None:
+            def checkpoint(epoch: int, batch: int) -> None:
                 if rank != 0:
                     return
                 payload = {
                     "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": _plain_scheduler_state(scheduler.state_dict()), "scaler": scaler.state_dict(),
                     "sampler": sampler.state_dict(batches_done=batch), "rng": _rng_state(generator),
-                    "epoch": epoch, "batch": batch, "step": step, "best_map": best_map, "epoch_sums": sums.clone(),
+                    "epoch": epoch, "batch": batch, "step": step, "best_map": best_map, "best_step": best_step,
+                    "epoch_sums": sums.clone(),
                     "num_classes": dataset.num_train_ids, "world_size": world, "config": config_to_dict(cfg),
                 }
-                save_checkpoint(payload, path)
+                save_checkpoint(payload, last_path)
 
             def lrs() -> dict:
                 return {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
@@ -545,20 +778,24 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
                 if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                     if rank == 0:
                         raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank,
-                                          device=device, amp=amp_dtype is not None, progress=show)
+                                          device=device, amp=amp_dtype is not None, progress=show,
+                                          ranking_metric=cfg.eval.metric)
                         metrics = _summary(raw)
                         log.write({"kind": "eval", "epoch": epoch, "step": step, **metrics})
                         entry.update(metrics)
                         improved = metrics["mAP"] > best_map
-                        best_map = max(best_map, metrics["mAP"])
+                        if improved:
+                            best_map, best_step = metrics["mAP"], step
                         for cb in callbacks:
                             cb.on_eval(state, metrics)
                     if world > 1:
                         dist.barrier()
                 history.append(entry)
+                # last.pt first (it records best_step = step), then best.pt as its copy: a kill
+                # between the two leaves a last.pt from which resume re-creates best.pt
                 checkpoint(epoch + 1, 0)
-                if improved:
-                    checkpoint(epoch + 1, 0, best_path)
+                if improved and rank == 0:
+                    _copy_checkpoint(last_path, best_path)
                 epoch_bar.set_postfix({k: f"{entry[k]:.3f}" for k in ("total", "mAP") if k in entry}, refresh=False)
                 epoch_bar.update()
             epoch_bar.close()

@@ -21,7 +21,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command, expected", [
     ((), ["train", "eval", "synth", "export", "COMMAND --help"]),
-    (("train",), ["--config", "--out", "--resume", "--set KEY=VALUE", "train.epochs=10", "torchrun", "last.pt", "best.pt"]),
+    (("train",), ["--config", "--out", "--resume", "--overwrite", "--set KEY=VALUE", "train.epochs=10", "torchrun",
+                  "last.pt", "best.pt", "SHA-256", "exit status"]),
     (("eval",), ["--config", "--checkpoint", "--json", "--set KEY=VALUE", "mAP"]),
     (("synth",), ["out", "--seed", "--train-ids"]),
     (("export",), ["--checkpoint", "--config", "--out", "onnx"]),
@@ -64,8 +65,9 @@ def test_train_with_overrides_then_eval_checkpoint(tmp_path, capsys):
     assert f"mAP={100 * metrics['mAP']:.1f}" in evaluated and f"mAP={100 * metrics['mAP']:.1f}" in trained
 
     other = ROOT / "configs" / "quick" / "row01.yaml"                         # a checkpoint of another model
-    with pytest.raises(SystemExit, match="does not fit the model"):
-        main(["eval", "--config", str(other), *args[2:], "--checkpoint", str(tmp_path / "run" / "best.pt")])
+    assert main(["eval", "--config", str(other), *args[2:], "--checkpoint", str(tmp_path / "run" / "best.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "key(s)" in err and len(err.strip().splitlines()) == 1
 
 
 def _market_zip(tmp_path: Path) -> Path:
@@ -105,3 +107,57 @@ def test_prepare_checks_the_md5_then_unpacks(tmp_path, capsys):
     data = Market1501(root)
     assert (len(data.train), len(data.query), len(data.gallery)) == (2, 1, 2)
     assert data.num_train_ids == 1
+
+
+def test_prepare_root_is_read_like_a_config_root(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    archive = _market_zip(tmp_path)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "book").mkdir()
+    monkeypatch.chdir(project / "book")  # run from a subfolder: the data still lands where configs look
+    assert main(["prepare", "market1501", "--source", str(archive), "--root", "data/m", "--md5", md5]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"preparing market1501 in {project / 'data' / 'm'}",
+                                f"market1501 is ready in {project / 'data' / 'm'}"]
+    assert sorted(p.name for p in (project / "data" / "m").iterdir()) == ["Market-1501-v15.09.15"]
+    assert not (project / "book" / "data").exists()
+
+
+def test_prepare_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import hashlib
+    import socket
+    import zipfile
+
+    for key in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    archive = _market_zip(tmp_path)
+    raw = archive.read_bytes()
+    (tmp_path / "cut.zip").write_bytes(raw[: len(raw) // 2])
+    bad_crc = tmp_path / "crc.zip"
+    with zipfile.ZipFile(bad_crc, "w") as zf:  # stored, so that a flipped byte reaches the CRC check
+        zf.writestr("Market-1501-v15.09.15/query/0007_c1s1_000101_01.jpg", b"A" * 1000)
+    data = bad_crc.read_bytes()
+    bad_crc.write_bytes(data.replace(b"A" * 10, b"B" + b"A" * 9, 1))
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/Market-1501-v15.09.15.zip"
+    cases = [
+        (str(tmp_path / "cut.zip"), "cut.zip is a truncated or corrupt zip archive"),
+        (str(bad_crc), "crc.zip is truncated or corrupt (Bad CRC-32"),
+        (url, f"cannot download {url}: no data from the server for 0.2 s"),
+        ("http://rrid-test-host.invalid/m.zip", "the host name 'rrid-test-host.invalid' does not resolve"),
+    ]
+    try:
+        for source, expected in cases:
+            md5 = hashlib.md5(Path(source).read_bytes()).hexdigest() if "://" not in source else "0" * 32
+            code = main(["prepare", "market1501", "--source", source, "--root", str(tmp_path / "m"), "--md5", md5,
+                         "--timeout", "0.2", "--retries", "0"])
+            err = capsys.readouterr().err
+            assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, (source, err)
+    finally:
+        silent.close()
+    assert not (tmp_path / "m").exists()

@@ -175,3 +175,69 @@ def test_image_list(tmp_path):
     csv_path.write_text("\n".join(csv_path.read_text().splitlines()[:-1]) + "\n")
     with pytest.raises(DatasetError, match="missing.jpg"):
         ImageList(csv_path)
+
+
+def _write_list(csv_path, rows, encoding="utf-8", newline="\n"):
+    with open(csv_path, "w", newline="", encoding=encoding) as f:
+        w = csv.writer(f, lineterminator=newline)
+        w.writerow(["path", "pid", "camid", "split"])
+        w.writerows(rows)
+    return csv_path
+
+
+ROWS = [("imgs/a.jpg", 40, 0, "train"), ("imgs/b.jpg", 40, 1, "train"), ("imgs/c.jpg", 11, 0, "train"),
+        ("imgs/d.jpg", 5, 0, "query"), ("imgs/e.jpg", 5, 1, "gallery")]
+
+
+def test_image_list_refuses_repeated_images(tmp_path):
+    for path, *_ in ROWS:
+        _jpeg(tmp_path / path)
+    # line 7 names a.jpg again through another spelling of the same path; line 8 repeats e.jpg in another split
+    csv_path = _write_list(tmp_path / "list.csv", ROWS + [("./imgs/../imgs/a.jpg", 40, 0, "train"),
+                                                          (str(tmp_path / "imgs" / "e.jpg"), 5, 1, "query")])
+    with pytest.raises(DatasetError) as e:
+        ImageList(csv_path)
+    assert str(e.value) == (f"{csv_path}: images listed more than once, which would count them twice in training and "
+                            f"evaluation (2: line 7 repeats line 2 (./imgs/../imgs/a.jpg), "
+                            f"line 8 repeats line 6 ({tmp_path / 'imgs' / 'e.jpg'}))")
+    with pytest.warns(UserWarning, match="line 7 repeats line 2"):
+        ds = ImageList(csv_path, skip_bad=True)  # the first occurrence is kept
+    assert (len(ds.train), len(ds.query), len(ds.gallery)) == (3, 1, 1)
+
+
+def test_image_list_written_by_excel(tmp_path):
+    for path, *_ in ROWS:
+        _jpeg(tmp_path / path)
+    csv_path = _write_list(tmp_path / "list.csv", ROWS, encoding="utf-8-sig", newline="\r\n")  # BOM + CRLF
+    assert csv_path.read_bytes().startswith(b"\xef\xbb\xbfpath,pid")
+    ds = ImageList(csv_path)
+    assert [(Path(r.path).name, r.pid) for r in ds.train] == [("a.jpg", 1), ("b.jpg", 1), ("c.jpg", 0)]
+    csv_path.write_bytes("path,pid,camid,split\nimgs/caf\xe9.jpg,1,0,train\n".encode("cp1252"))
+    with pytest.raises(DatasetError, match=r"list.csv is not UTF-8 text \(line 2\); save it as \"CSV UTF-8\""):
+        ImageList(csv_path)
+
+
+def test_image_list_empty_split_names_the_csv(tmp_path):
+    for path, *_ in ROWS:
+        _jpeg(tmp_path / path)
+    csv_path = _write_list(tmp_path / "list.csv", [r for r in ROWS if r[3] != "query"])
+    with pytest.raises(DatasetError, match=rf"^ImageList: the query split of {re.escape(str(csv_path))} is empty$"):
+        ImageList(csv_path)
+
+
+def test_missing_split_folder_is_named(tmp_path):
+    root = make_market(tmp_path / "data" / "Market-1501-v15.09.15")
+    shutil.rmtree(root / "bounding_box_test")
+    with pytest.raises(DatasetError) as e:
+        Market1501(tmp_path / "data")
+    msg = str(e.value)
+    assert msg.startswith(f"Market-1501 at {root} is incomplete: missing {root}/bounding_box_test/. "
+                          f"Expected the folder tree\n    {tmp_path / 'data'}/bounding_box_train/")
+
+
+def test_empty_root_is_refused(tmp_path, monkeypatch):
+    make_market(tmp_path / "m")
+    monkeypatch.chdir(tmp_path / "m")  # an empty root must not silently read the data set sitting here
+    for make in (Market1501, DukeMTMCReID, ImageList, lambda r: CUHK03NP(r)):
+        with pytest.raises(DatasetError, match="is empty; give the data set's folder"):
+            make("")

@@ -2,13 +2,18 @@
 
 import hashlib
 import json
+import os
+import shutil
+import signal
+import stat
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from rrid.data import Market1501, synthetic
+from _faults import killed
 from conftest import SYNTHETIC_SMALL
+from rrid.data import DatasetError, Market1501, synthetic
 
 
 def tree_hash(root: Path) -> str:
@@ -90,3 +95,96 @@ def test_cli(tmp_path, capsys):
 def test_bad_parameters():
     with pytest.raises(ValueError, match="images_per_id"):
         synthetic.plan(images_per_id=3)
+
+
+# ---- replacing a set safely, and never accepting a partial one ---------------------------
+
+TINY = dict(num_train_ids=4, num_test_ids=4, images_per_id=4, num_junk=1, num_distractors=1)
+
+
+def _state(path):
+    """``"old"`` / ``"new"`` (complete, seed 0 / seed 1), ``"absent"``, or ``"partial"``."""
+    if not path.exists():
+        return "absent"
+    found = synthetic.read_manifest(path)
+    return {None: "partial", 0: "old", 1: "new"}[found and found["seed"]]
+
+
+# Each point is (module, function, n): the n-th call is where the kill lands. Replacing seed 0
+# with seed 1 calls, in order: _jpeg per image, Path.write_text (the manifest, last), os.rename
+# (old set aside), os.rename (new set into place), shutil.rmtree (the old set; os.unlink per file).
+KILL_POINTS = {
+    "while rendering": (synthetic, "_jpeg", 5, "old"),
+    "before the manifest": (synthetic.Path, "write_text", 1, "old"),
+    "before the old set is moved aside": (os, "rename", 1, "old"),
+    "between the two renames": (os, "rename", 2, "absent"),
+    "before the old set is deleted": (shutil, "rmtree", 1, "new"),
+    "halfway through deleting the old set": (os, "unlink", 7, "new"),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_at_each_point_of_a_replacement(tmp_path, point):
+    module, name, n, expected = KILL_POINTS[point]
+    out = tmp_path / "s"
+    synthetic.generate(out, seed=0, **TINY)
+    assert killed(lambda: synthetic.generate(out, seed=1, **TINY), (module, name, n)) == signal.SIGKILL
+    assert _state(out) == expected  # complete (old or new) or absent: never a partial set
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.")]  # the dead writer's leftovers
+    synthetic.ensure(out, seed=1, **TINY)  # the next run cleans them up and ends with the complete new set
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    assert tree_hash(out) == tree_hash(synthetic.generate(tmp_path / "reference", seed=1, **TINY))
+
+
+def test_a_partial_or_altered_set_is_regenerated(tmp_path):
+    out = synthetic.generate(tmp_path / "s", seed=0, **TINY)
+    reference = tree_hash(out)
+    victim = sorted((out / "bounding_box_test").iterdir())[3]
+    for damage in ("delete", "truncate", "extra image", "old manifest"):
+        if damage == "delete":
+            victim.unlink()
+        elif damage == "truncate":
+            victim.write_bytes(victim.read_bytes()[:100])
+        elif damage == "extra image":
+            (out / "query" / "0001_c1s1_000001_01.jpg").write_bytes(victim.read_bytes())
+        else:  # written before the manifest recorded the files: cannot prove it is complete
+            manifest = json.loads((out / synthetic.PARAMS_FILE).read_text())
+            (out / synthetic.PARAMS_FILE).write_text(json.dumps({k: v for k, v in manifest.items()
+                                                                 if k not in ("files", "listing_sha256")}))
+        assert synthetic.read_manifest(out) is None, damage
+        synthetic.ensure(out, seed=0, **TINY)
+        assert tree_hash(out) == reference, damage
+    (out / "bounding_box_train" / "Thumbs.db").write_bytes(b"not an image")  # ignored, as the reader ignores it
+    assert synthetic.read_manifest(out)["seed"] == 0
+
+
+def test_only_a_synthetic_set_is_replaced(tmp_path, capsys):
+    mine = tmp_path / "my-data"
+    (mine / "query").mkdir(parents=True)
+    (mine / "query" / "precious.jpg").write_bytes(b"x")
+    with pytest.raises(DatasetError, match=r"my-data exists and does not hold a synthetic data set \(no synthetic.json\); refusing"):
+        synthetic.ensure(mine, seed=0, **TINY)
+    assert (mine / "query" / "precious.jpg").read_bytes() == b"x"
+    assert synthetic.cli([str(mine), "--train-ids", "4", "--test-ids", "4", "--images-per-id", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and str(mine) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my-data"]
+
+
+def test_generated_folder_mode_follows_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        out = synthetic.generate(tmp_path / "s", seed=0, **TINY)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # 0o777 & ~0o027, not mkdtemp's 0o700
+
+
+def test_a_symlinked_folder_is_replaced_where_it_points(tmp_path):
+    real = tmp_path / "disk" / "synthetic"
+    synthetic.generate(real, seed=0, **TINY)
+    link = tmp_path / "data"
+    link.symlink_to(real, target_is_directory=True)
+    synthetic.ensure(link, seed=1, **TINY)  # other parameters: regenerated, through the link
+    assert link.is_symlink() and synthetic.read_manifest(real)["seed"] == 1
+    assert sorted(p.name for p in real.parent.iterdir()) == ["synthetic"]

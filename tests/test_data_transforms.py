@@ -99,3 +99,87 @@ def test_loader_workers_reproducible(synthetic_small):
         return batch
 
     assert torch.equal(first_batch(), first_batch())
+
+
+# ----------------------------------------------------------------------------- observe_train_transform
+
+from rrid.data.transforms import observe_train_transform  # noqa: E402
+from rrid.viz import augmentation_samples  # noqa: E402
+
+# As documented (rrid/data/transforms.py, official-code-notes.md): probability, area range, aspect range
+DOCUMENTED = {"official": (0.75, (0.02, 0.2), (0.3, 3.3), 100), "zhong": (0.5, (0.02, 0.4), (0.3, 3.3), 10)}
+H, W = 96, 32
+
+
+def noise_image(seed=0):
+    """8-bit noise: no two columns alike, so a flip is always visible."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8))
+
+
+def failure_per_attempt(scale, ratio, height, width, grid=2000):
+    """P(a drawn box does not fit), in float64 over a midpoint grid of the two uniform draws
+    (area fraction, log aspect) and the erasers' rounding h = round(sqrt(A r)), w = round(sqrt(A / r))."""
+    a = scale[0] + (np.arange(grid) + 0.5) / grid * (scale[1] - scale[0])
+    log_r = np.log(ratio[0]) + (np.arange(grid) + 0.5) / grid * (np.log(ratio[1]) - np.log(ratio[0]))
+    area, r = np.meshgrid(a * height * width, np.exp(log_r))
+    h, w = np.round(np.sqrt(area * r)), np.round(np.sqrt(area / r))
+    return 1 - np.mean((h > 0) & (h < height) & (w > 0) & (w < width))
+
+
+@pytest.mark.parametrize("erasing", ["official", "zhong"])
+def test_erasing_as_observed_matches_its_documentation(erasing):
+    p, (lo, hi), (r_lo, r_hi), attempts = DOCUMENTED[erasing]
+    n = 400
+    samples = augmentation_samples([noise_image()] * n, erasing, H, W, seed=0)
+    plain = build_transforms(H, W, train=False)(noise_image())
+    # The eraser fires with probability p and then gives up only if every attempt draws a box
+    # that does not fit: P(erased) = p (1 - q^attempts), within 1e-5 of p at 96 x 32.
+    q = failure_per_attempt((lo, hi), (r_lo, r_hi), H, W)
+    p_erased = p * (1 - q ** attempts)
+    assert 0.05 < q < 0.6 and p - p_erased < 1e-5
+    erased = [s for s in samples if s.box is not None]
+    # Binomial(n, p): a count more than 4 standard deviations from n p has probability < 1e-4
+    assert abs(len(erased) - n * p_erased) <= 4 * np.sqrt(n * p_erased * (1 - p_erased))
+    for s in samples:
+        base = plain.flip(-1) if s.flipped else plain
+        changed = (s.image != base).any(0)
+        if s.box is None:
+            assert not changed.any()
+            continue
+        top, left, h, w = s.box
+        assert changed.sum() == h * w and changed[top:top + h, left:left + w].all()  # one rectangle
+        # before rounding h*, w* lie within 0.5 of h, w; their product is the drawn area and
+        # their ratio the drawn aspect: both must be reachable from the documented ranges
+        assert (h - 0.5) * (w - 0.5) <= hi * H * W and (h + 0.5) * (w + 0.5) >= lo * H * W
+        assert (h - 0.5) / (w + 0.5) <= r_hi and (h + 0.5) / (w - 0.5) >= r_lo
+        assert lo * 0.7 < s.erased_fraction < hi * 1.3 and h < H and w < W
+        fill = s.image[:, top:top + h, left:left + w]
+        if erasing == "zhong":
+            assert (fill == 0).all()  # the ImageNet mean after normalisation
+        else:
+            assert (fill == fill[:, :1, :1]).all()  # one colour
+
+
+def test_flips_mirror_exactly_and_half_the_time():
+    n = 400
+    samples = augmentation_samples([noise_image(1)] * n, None, H, W, seed=3)
+    plain = build_transforms(H, W, train=False)(noise_image(1))
+    for s in samples:
+        assert s.box is None and torch.equal(s.image, plain.flip(-1) if s.flipped else plain)
+    flips = sum(s.flipped for s in samples)
+    assert abs(flips - n / 2) <= 4 * np.sqrt(n / 4)  # Binomial(n, 1/2), 4 standard deviations
+    assert not any(s.flipped for s in augmentation_samples([noise_image(1)] * 20, None, H, W, flip=False))
+
+
+def test_augmentation_samples_are_seeded_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = augmentation_samples([noise_image(2)] * 6, "official", H, W, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = augmentation_samples([noise_image(2)] * 6, "official", H, W, seed=7)
+    c = augmentation_samples([noise_image(2)] * 6, "official", H, W, seed=8)
+    assert all(torch.equal(x.image, y.image) and x.box == y.box for x, y in zip(a, b))
+    assert not all(torch.equal(x.image, y.image) for x, y in zip(a, c))
+    torch.manual_seed(0)
+    direct = observe_train_transform(noise_image(2), H, W, "official")
+    assert direct.image.shape == (3, H, W)

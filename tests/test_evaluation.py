@@ -189,3 +189,28 @@ def test_synthetic_data_set_with_one_hot_identity_model_gives_map_1(synthetic_sm
     same = torch.tensor([[q.pid == g.pid for g in data.gallery] for q in data.query])
     # one-hot features are exact in float32 (0 and 1), so are their distances: 0 and sqrt(2)
     assert torch.allclose(distmat[same], torch.zeros(())) and torch.allclose(distmat[~same], torch.tensor(2.0).sqrt())
+
+
+def test_evaluate_ranking_metric_option():
+    """``ranking_metric`` picks the protocol of rrid.metrics.ranking_metrics on evaluate's own distances."""
+    from rrid.metrics import ranking_metrics
+
+    class Loaders:
+        pass
+    rng = np.random.default_rng(0)
+    pids = np.r_[np.arange(8), np.repeat(np.arange(8), 3)]
+    cams = np.r_[np.zeros(8, int), rng.integers(0, 2, 24)]
+    images = torch.as_tensor(rng.standard_normal((32, 3, 8, 4)), dtype=torch.float32) + id_images(pids) / 4
+    data = Loaders()
+    data.query, data.gallery = loader_of(images[:8], pids[:8], cams[:8]), loader_of(images[8:], pids[8:], cams[8:])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96, 16))
+    market, d = evaluate(model, data, progress=False)
+    single, d2 = evaluate(model, data, progress=False, ranking_metric="cuhk03_single_shot")
+    torch.testing.assert_close(d, d2)
+    expected = ranking_metrics(d, pids[:8], pids[8:], cams[:8], cams[8:], metric="cuhk03_single_shot")
+    np.testing.assert_array_equal(single["cmc"], expected["cmc"])
+    np.testing.assert_array_equal(single["cmc_market"], market["cmc"])
+    assert single["mAP"] == market["mAP"] and market["metric"] == "market"
+    assert not np.array_equal(single["cmc"], market["cmc"])
+    with pytest.raises(ValueError, match="ranking_metric='cuhk'"):
+        evaluate(model, data, progress=False, ranking_metric="cuhk")

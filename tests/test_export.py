@@ -32,12 +32,12 @@ def test_export_check_catches_a_graph_that_differs(tmp_path):
     """The parity check inside export_onnx (within 1e-4 of max|embedding|) fires on a real
     difference: the exported graph against the same model with one ReLU removed."""
     import rrid
-    from rrid.export import _check_parity
+    from rrid.export import ExportError, _check_parity
 
     torch.manual_seed(0)
     model = rrid.RRID(rrid.RRIDConfig(backbone="resnet18", pretrained=False), num_classes=5).eval()
     path = export_onnx(model, tmp_path / "m.onnx", input_size=(96, 32))  # passes its own check
     broken = copy.deepcopy(model)
     broken.heads["P6"].local.R_p[0].relu = torch.nn.Identity()
-    with pytest.raises(RuntimeError, match=r"m\.onnx: onnxruntime differs from PyTorch by .* max\|embedding\|"):
+    with pytest.raises(ExportError, match=r"m\.onnx: onnxruntime differs from PyTorch by .* max\|embedding\|"):
         _check_parity(broken, path, 96, 32)

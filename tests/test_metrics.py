@@ -5,7 +5,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from rrid.metrics import cuhk03_single_shot, evaluate_ranking, evaluate_ranking_reference
+from rrid.metrics import (compare_protocols, cuhk03_single_shot, evaluate_ranking, evaluate_ranking_reference,
+                          ranking_metrics)
 
 
 def assert_same(a, b):
@@ -125,3 +126,62 @@ def test_cuhk03_single_shot_reproducible():
     # one image per identity: with the query's images all nearest, rank-1 is 1
     d2 = np.where(g_pids[None] == q_pids[:, None], 0.0, 1.0) + 0.01 * d
     assert cuhk03_single_shot(d2, q_pids, g_pids, q_cams, g_cams, seed=3)["cmc"][0] == 1.0
+
+
+# Two queries on one gallery where the two CMCs differ in ways worked out by hand.
+#   gallery:  g0 pid 2 cam 0 | g1 pid 3 cam 1 | g2 pid 3 cam 1 | g3 pid 1 cam 1 | g4 pid 4 cam 1
+#             g5 pid 4 cam 0 | g6 pid 1 cam 0
+#   query A (pid 1, cam 0): g6 g0 g1 g2 g3 g4 g5 in distance order
+#     Market: g6 removed (same pid, same cam); g0 g1 g2 g3* g4 g5 -> match at rank 3, AP 1/4
+#     single shot, separate cameras: g0 g5 g6 dropped; g1|g2 g3* g4 -> rank 1 whichever pid-3 image is drawn
+#     single shot, same-pid-same-cam removal only: g0 g1|g2 g3* ... -> rank 2
+#   query B (pid 4, cam 0): g0 g4 g1 g2 g3 g6 g5
+#     Market: g5 removed; g0 g4* ... -> rank 1, AP 1/2
+#     single shot, separate cameras: g4* first -> rank 0;  same-pid-same-cam only: g0 g4* -> rank 1
+G_PIDS, G_CAMS = np.array([2, 3, 3, 1, 4, 4, 1]), np.array([0, 1, 1, 1, 1, 0, 0])
+Q_PIDS, Q_CAMS = np.array([1, 4]), np.array([0, 0])
+
+
+def _distances():
+    order_a, order_b = [6, 0, 1, 2, 3, 4, 5], [0, 4, 1, 2, 3, 6, 5]
+    d = np.zeros((2, 7))
+    for q, order in enumerate((order_a, order_b)):
+        d[q, order] = np.arange(1, 8) / 10  # the k-th nearest at distance k / 10
+    return d
+
+
+def test_compare_protocols_on_a_hand_made_example():
+    both = compare_protocols(_distances(), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=4)
+    market, single = both["market"], both["cuhk03_single_shot"]
+    assert market["mAP"] == pytest.approx((1 / 4 + 1 / 2) / 2)
+    np.testing.assert_allclose(market["cmc"], [0, 1 / 2, 1 / 2, 1])       # ranks 3 and 1
+    np.testing.assert_allclose(single["cmc"], [1 / 2, 1, 1, 1])           # ranks 1 and 0, in every draw
+    assert single["mean_reciprocal_rank"] == pytest.approx((1 / 2 + 1) / 2)
+    assert both["rank1"] == {"market": 0.0, "cuhk03_single_shot": 0.5}
+    legacy_without_separate = cuhk03_single_shot(_distances(), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=4,
+                                                 separate_cameras=False)
+    np.testing.assert_allclose(legacy_without_separate["cmc"], [0, 1 / 2, 1, 1])  # ranks 2 and 1
+
+
+def test_ranking_metrics_follows_the_config_metric():
+    d = _distances()
+    m = ranking_metrics(d, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, metric="market", max_rank=4)
+    assert m["metric"] == "market" and "cmc_market" not in m
+    np.testing.assert_allclose(m["cmc"], [0, 1 / 2, 1 / 2, 1])
+    c = ranking_metrics(d, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, metric="cuhk03_single_shot", max_rank=4)
+    assert c["metric"] == "cuhk03_single_shot" and c["mAP"] == m["mAP"] and c["mINP"] == m["mINP"]
+    np.testing.assert_allclose(c["cmc"], [1 / 2, 1, 1, 1])
+    np.testing.assert_allclose(c["cmc_market"], m["cmc"])
+    with pytest.raises(ValueError, match="ranking metric 'cuhk03'"):
+        ranking_metrics(d, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, metric="cuhk03")
+
+
+def test_cuhk03_single_shot_draws_one_image_per_identity_uniformly():
+    # cleaned ranking 3a 1a 3b 1b: the match is first only when 1a and 3b are drawn, P = 1/4;
+    # otherwise it is second. Over n draws the rank-1 count is Binomial(n, 1/4): 4 standard
+    # deviations, sqrt(n p (1 - p)) / n, bound it with a false-alarm rate below 1e-4.
+    d = np.array([[0.1, 0.2, 0.3, 0.4]])
+    n = 4000
+    m = cuhk03_single_shot(d, [1], [3, 1, 3, 1], [0], [1, 1, 1, 1], max_rank=3, repeats=n, seed=0)
+    assert abs(m["cmc"][0] - 0.25) <= 4 * np.sqrt(0.25 * 0.75 / n)
+    np.testing.assert_array_equal(m["cmc"][1:], [1, 1])

@@ -173,14 +173,17 @@ def test_backbone_keys_are_torchvisions_and_last_stride():
     assert resnet_backbone("resnet34").layer4[0].conv1.stride == (1, 1)
 
 
-def test_pretrained_download_failure_says_where_the_cache_is(monkeypatch):
+def test_pretrained_download_failure_says_where_the_cache_is(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no internet")
 
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))      # an empty cache
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(RuntimeError, match="ImageNet weights") as err:
         resnet_backbone("resnet18", pretrained=True)
     assert torch.hub.get_dir() in str(err.value) and "resnet18-" in str(err.value)
+    assert "verified" in str(err.value)
+    assert not (tmp_path / "hub" / "checkpoints").exists() or not any((tmp_path / "hub" / "checkpoints").iterdir())
 
 
 # ----------------------------------------------------------------------------- parts

@@ -150,7 +150,7 @@ def test_crash_during_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(CheckpointError, match="simulated"):
         save_checkpoint({"model": {"w": torch.zeros(4)}, "step": 2}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]     # no temp file left
@@ -213,3 +213,30 @@ def test_history_liveplot_and_load_model(tmp_path, tiny_cfg):
     model = load_model(result.last_checkpoint)
     assert_same_weights(model.state_dict(), load_checkpoint(result.last_checkpoint)["model"])
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
+
+
+def test_eval_metric_reaches_fit_and_the_eval_command(tmp_path, tiny_cfg, monkeypatch, capsys):
+    """eval.metric=cuhk03_single_shot: fit's periodic evaluation and ``python -m rrid eval`` both
+    hand it to rrid.evaluate, and report the single-shot rank-1 (seeded: the same in both)."""
+    import rrid.evaluation
+    from rrid.__main__ import main
+
+    seen, original = [], rrid.evaluation.evaluate
+
+    def spy(*args, **kwargs):
+        metrics, distmat = original(*args, **kwargs)
+        seen.append((kwargs.get("ranking_metric"), metrics))
+        return metrics, distmat
+
+    monkeypatch.setattr(rrid.evaluation, "evaluate", spy)
+    cfg = apply_overrides(tiny_cfg, ["train.epochs=1", "train.eval_every=1", "eval.metric=cuhk03_single_shot"])
+    fit(cfg, out_dir=tmp_path / "run", progress=False)
+    (metric, metrics), = seen
+    assert metric == "cuhk03_single_shot" and metrics["metric"] == "cuhk03_single_shot"
+    logged = read_log(tmp_path / "run")[-1]
+    assert logged["kind"] == "eval" and logged["rank1"] == metrics["cmc"][0] != metrics["cmc_market"][0]
+
+    assert main(["eval", "--config", str(tmp_path / "run" / "config.yaml"), "--checkpoint",
+                 str(tmp_path / "run" / "last.pt"), "--json", str(tmp_path / "m.json")]) == 0
+    assert seen[-1][0] == "cuhk03_single_shot" and "(CMC: cuhk03_single_shot)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m.json").read_text())["rank1"] == pytest.approx(logged["rank1"], abs=1e-9)

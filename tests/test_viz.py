@@ -54,3 +54,188 @@ def test_activation_maps_marks_the_gmp_argmax():
     stars = [line for line in fig.axes[1].lines if line.get_marker() == "*"]
     xs = [float(s.get_xdata()[0]) for s in stars]
     assert xs == [1.0, 3.0, 1.0, 3.0, 1.0, 3.0]  # (column + 0.5) * W / w with W = 4, w = 2
+
+
+# ----------------------------------------------------------------------------- Table 1, architecture
+
+import re  # noqa: E402
+
+import pytest  # noqa: E402
+
+from rrid import paper  # noqa: E402
+from rrid.model import RRID, RRIDConfig  # noqa: E402
+
+
+def test_table1_tradeoff_points_labels_axes():
+    fig = viz.table1_tradeoff()
+    fields = ["market_map", "cuhk03_labeled_map", "cuhk03_detected_map"]
+    assert [ax.get_title() for ax in fig.axes] == ["Market-1501", "CUHK03 labeled", "CUHK03 detected"]
+    for ax, field in zip(fig.axes, fields):
+        rows = [r for r in paper.TABLE1 if getattr(r, field) is not None]
+        points = {c.get_gid(): c.get_offsets() for c in ax.collections}
+        drawn = np.concatenate([points["points:others"], points["points:ours"]])
+        assert len(drawn) == len(rows) and len(points["points:ours"]) == 2  # Ours-S and Ours-F, highlighted
+        expected = sorted((float(r.feature_dim), getattr(r, field)) for r in rows)
+        assert sorted(map(tuple, drawn.tolist())) == expected
+        labels = {t.get_gid()[6:]: t for t in ax.texts if (t.get_gid() or "").startswith("label:")}
+        assert sorted(labels) == sorted(r.method for r in rows)
+        for r in rows:  # each label is anchored at its own point
+            assert labels[r.method].xy == (r.feature_dim, getattr(r, field))
+        assert labels["Ours-F"].get_fontweight() == "bold" and labels[rows[0].method].get_fontweight() == "normal"
+        assert ax.get_xlabel().startswith("feature size") and ax.get_ylabel() == "mAP (%)" and ax.get_xscale() == "log"
+    assert len(fig.axes[0].collections[0].get_offsets()) + 2 == 11  # every method has a Market-1501 mAP
+    assert any("not in the paper text" in t.get_text() for t in fig.texts)
+
+
+def _shape_texts(fig) -> dict:
+    return {t.get_gid()[6:]: t.get_text() for t in fig.findobj(matplotlib.text.Text)
+            if (t.get_gid() or "").startswith("shape:")}
+
+
+def _ints(text: str) -> tuple:
+    return tuple(int(v.replace(",", "")) for v in re.findall(r"\d[\d,]*", text))
+
+
+def _expected_shapes(cfg, height, width) -> dict:
+    """Shapes read off a real forward pass on the CPU, in the figure's order (H x W x C for maps)."""
+    model = RRID(cfg, num_classes=3).eval()
+    with torch.no_grad():
+        f = model.forward_features(torch.rand(1, 3, height, width))
+        emb = model(torch.rand(1, 3, height, width))
+    C, h, w = f["x"].shape[1:]
+    out = {"image": (height, width, 3), "x": (h, w, C), "embedding": (emb.shape[1],)}
+    for s, d in f.items():
+        if s == "x":
+            continue
+        n = int(s[1:])
+        if "q" in d:
+            # the stripe rows as stripe_pool's docstring defines them: floor(i h/n) .. ceil((i+1) h/n) - 1
+            rows = {-(-(i + 1) * h // n) - (i * h) // n for i in range(n)}
+            assert len(rows) == 1, "test configs have stripes of one height"
+            out[f"{s}/stripe"] = (rows.pop(), w, C)
+            out[f"{s}/p"] = tuple(d["p"].shape[1:])
+            out[f"{s}/q"] = tuple(d["q"].shape[1:])
+        if "q0" in d:
+            out[f"{s}/q0"] = tuple(d["q0"].shape[1:])
+        if "p_max" in d and "q" not in d:
+            out[f"{s}/gcp_in"] = (n, C)
+    return out, model
+
+
+QUICK = dict(backbone="resnet18")
+MODEL_CASES = [(RRIDConfig.table2(r, **QUICK), (96, 32)) for r in (1, 2, 4, 5, 10, 13)]
+MODEL_CASES += [(RRIDConfig.table2(8), (384, 128)),                                  # the paper's 24 x 8 x 2048
+                (RRIDConfig(backbone="resnet18", scales=(3,), local_pool=None, relation=False), (96, 32))]  # GCP, no local
+MODEL_CASES.append((RRIDConfig(relation="rest_only", scales=(6,), backbone="resnet18"), (96, 32)))  # Fig. 6's model
+
+
+@pytest.mark.parametrize("cfg, size", MODEL_CASES, ids=lambda c: getattr(c, "scales", None) and
+                         f"{c.backbone}-{c.scales}-{c.global_pool}-{c.local_pool}-{c.relation}")
+def test_architecture_shows_the_shapes_of_a_real_forward_pass(cfg, size):
+    fig = viz.architecture(cfg, input_size=size)
+    texts = _shape_texts(fig)
+    expected, _ = _expected_shapes(cfg, *size)
+    for key, shape in expected.items():
+        assert _ints(texts[key]) == shape, key
+    assert _ints(texts["embedding"]) == (cfg.feature_dim,)
+    branches = [p.get_gid() for p in fig.axes[0].patches if (p.get_gid() or "").startswith("branch:")]
+    assert sorted(branches) == sorted(f"branch:P{n}" for n in cfg.scales)
+    drawn = [a.get_gid() or "" for a in fig.axes[0].patches]
+    words = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+    has_relation = cfg.relation is not False and cfg.local_pool is not None
+    assert (sum(g.startswith("R_p:") for g in drawn) == len(cfg.scales)) == has_relation
+    assert ("R_p" in words) == has_relation
+    assert sum(g.startswith("R_g:") for g in drawn) == (len(cfg.scales) if cfg.global_pool == "gcp" else 0)
+    if size == (384, 128) and cfg.backbone == "resnet50":
+        assert texts["x"] == "24 × 8 × 2,048" and _ints(texts["P6/p"]) == (6, 2048) and texts["P6/q"] == "6 × 256"
+
+
+SCALE_CASES = [(RRIDConfig(backbone="resnet18"), 4), (RRIDConfig.table2(4, **QUICK), 6),
+               (RRIDConfig(backbone="resnet18", contrast="paper", scales=(2,)), 2)]
+SCALE_CASES.append((RRIDConfig(relation="rest_only", scales=(6,), backbone="resnet18"), 6))
+
+
+@pytest.mark.parametrize("cfg, n", SCALE_CASES, ids=lambda c: getattr(c, "scales", None) and f"{c.relation}-{c.global_pool}")
+def test_architecture_scale_detail(cfg, n):
+    fig = viz.architecture(cfg, input_size=(96, 32), detail="scale", scale=n)
+    texts = _shape_texts(fig)
+    _, model = _expected_shapes(cfg, 96, 32)
+    with torch.no_grad():
+        f = model.forward_features(torch.rand(1, 3, 96, 32))[f"P{n}"]
+    (C, h, w), c = model.backbone(torch.zeros(1, 3, 96, 32)).shape[1:], cfg.reduced_dim
+    assert _ints(texts[f"P{n}/p1"]) == (C,) and _ints(texts[f"P{n}/q1"]) == (f["q"].shape[2],) == (c,)
+    head = model.heads[f"P{n}"]
+    if cfg.relation is not False:
+        assert _ints(texts[f"P{n}/p_rest"]) == (n - 1, C) and _ints(texts[f"P{n}/r1"]) == (C,)
+        assert _ints(texts[f"P{n}/p_bar1"]) == _ints(texts[f"P{n}/r_bar1"]) == (c,)
+        r_p_in = head.local.R_p[0].conv.in_channels     # 2c for T(p̄_1, r̄_1), c for r̄_1 alone
+        assert (_ints(texts[f"P{n}/T"]) == (r_p_in,) == (2 * c,)) if cfg.relation is True else f"P{n}/T" not in texts
+        assert _ints(texts[f"P{n}/R_p_out"]) == (c,)
+    else:
+        assert not any(k.startswith(f"P{n}/R_p") for k in texts)
+    if cfg.global_pool == "gcp":
+        assert _ints(texts[f"P{n}/gcp_in"]) == tuple(f["p"].shape[1:]) == (n, C)
+        assert _ints(texts[f"P{n}/p_max"]) == _ints(texts[f"P{n}/p_cont"]) == (C,)
+        assert _ints(texts[f"P{n}/T_g"]) == (head.glob.R_g.conv.in_channels,) == (2 * c,)
+        assert _ints(texts[f"P{n}/q0"]) == tuple(f["q0"].shape[1:])
+        formula = "p_{avg} - p_{max}" if cfg.contrast == "paper" else f"/{n - 1}"
+        assert any(formula in t.get_text() for t in fig.findobj(matplotlib.text.Text))
+    else:
+        assert _ints(texts[f"P{n}/pooled"]) == (C,) and _ints(texts["x"]) == (h, w, C)
+
+
+def test_architecture_bad_arguments():
+    with pytest.raises(ValueError, match="scale=3"):
+        viz.architecture(RRIDConfig(backbone="resnet18"), input_size=(96, 32), detail="scale", scale=3)
+    with pytest.raises(ValueError, match="detail='fig1'"):
+        viz.architecture(detail="fig1")
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def _augmentation_figure_checks(fig, n, source_images):
+    from rrid.data import build_transforms
+
+    assert len(fig.axes) == 3 * n
+    rows = [fig.axes[r * n:(r + 1) * n] for r in range(3)]
+    assert rows[1][0].get_ylabel().startswith("authors' code: p = 0.75") and rows[2][0].get_ylabel().startswith("Zhong")
+    # row 1: the resized input, denormalised back to [0, 1] (the test transform, undone)
+    for ax in rows[0]:
+        shown = ax.images[0].get_array()
+        assert shown.shape == (96, 32, 3) and 0 <= shown.min() and shown.max() <= 1
+    for row in rows[1:]:
+        for ax in row:
+            flip, erase = ax.get_title().split("\n")
+            assert flip in ("flipped", "not flipped")
+            boxes = [p for p in ax.patches if p.get_gid() == "erased"]
+            assert (erase == "not erased") == (not boxes) and (erase == "not erased" or re.fullmatch(r"erased \d+ %", erase))
+    if source_images is not None:
+        plain = build_transforms(96, 32, train=False)
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        resized = [(plain(img).permute(1, 2, 0) * std + mean).clamp(0, 1).numpy() for img in source_images]
+        shown = [ax.images[0].get_array() for ax in rows[0]]
+        assert any(np.allclose(shown[0], r, atol=1e-6) for r in resized)
+
+
+def test_augmentation_batch_synthetic_is_reproducible(synthetic_small):
+    from PIL import Image
+
+    from rrid.data import Market1501
+
+    fig = viz.augmentation_batch(synthetic_small, n=4, seed=0, height=96, width=32)
+    images = [Image.open(r.path).convert("RGB") for r in Market1501(synthetic_small).train]
+    _augmentation_figure_checks(fig, 4, images)
+    again = viz.augmentation_batch(synthetic_small, n=4, seed=0, height=96, width=32)
+    other = viz.augmentation_batch(synthetic_small, n=4, seed=1, height=96, width=32)
+    arrays = lambda f: [ax.images[0].get_array() for ax in f.axes]  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(arrays(fig), arrays(again)))
+    assert not all(np.array_equal(a, b) for a, b in zip(arrays(fig), arrays(other)))
+    with pytest.raises(ValueError, match="at least n=500"):
+        viz.augmentation_batch(synthetic_small, n=500)
+
+
+@pytest.mark.market_mini
+def test_augmentation_batch_real_images(market_mini):
+    fig = viz.augmentation_batch(market_mini, n=3, seed=0, height=96, width=32)
+    _augmentation_figure_checks(fig, 3, None)

@@ -21,6 +21,7 @@ is wrong. ``skip_bad=True`` turns the last three kinds into warnings.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import warnings
 from pathlib import Path
@@ -58,6 +59,13 @@ def _listing(names: Sequence[str], limit: int = 5) -> str:
     return f"{len(names)}: {shown}{more}"
 
 
+def require_path(value, what: str) -> Path:
+    """``Path(value)``; refuse an empty string, which ``Path`` would silently read as the working directory."""
+    if value is None or not str(value).strip():
+        raise DatasetError(f"{what} is empty; give the data set's folder (or the CSV for an image list)")
+    return Path(value)
+
+
 def _complain(message: str, skip_bad: bool) -> None:
     if not skip_bad:
         raise DatasetError(message)
@@ -89,10 +97,15 @@ class ReIDDataset:
         self.gallery = list(gallery)
         for split in ("train", "query", "gallery"):
             if not getattr(self, split):
-                raise DatasetError(f"{self.name}: the {split} split under {self.root} is empty")
+                raise DatasetError(f"{self.name}: the {split} split of {self.location} is empty")
         if verify_images:
             self._verify_images()
         self.query = self._matchable_queries()
+
+    @property
+    def location(self) -> str:
+        """Where the data set was read from, as messages name it (the root folder; the CSV for ImageList)."""
+        return str(self.root)
 
     @property
     def num_train_ids(self) -> int:
@@ -111,7 +124,7 @@ class ReIDDataset:
         if bad:
             _complain(
                 f"{self.name}: query images whose identity has no gallery image from another camera "
-                f"({_listing([Path(r.path).name for r in bad])}) under {self.root}",
+                f"({_listing([Path(r.path).name for r in bad])}) in {self.location}",
                 self.skip_bad,
             )
         unmatched = set(bad)
@@ -172,7 +185,7 @@ class MarketStyle(ReIDDataset):
     folder_names: tuple[str, ...] = ()  # accepted names of a single wrapping folder
 
     def __init__(self, root, verify_images=False, skip_bad=False):
-        root = self.locate(Path(root))
+        root = self.locate(require_path(root, f"{self.name} root"))
         splits = {}
         for split, folder in SPLIT_FOLDERS.items():
             records = read_folder(root / folder, self.num_camera_ids, skip_bad)
@@ -184,18 +197,36 @@ class MarketStyle(ReIDDataset):
 
     @classmethod
     def locate(cls, root: Path) -> Path:
-        """``root`` itself, or the single data set folder inside it (as the archive unpacks)."""
-        if all((root / f).is_dir() for f in SPLIT_FOLDERS.values()):
+        """``root`` itself, or the single data set folder inside it (as the archive unpacks).
+
+        Otherwise a DatasetError that shows the expected tree and names what is missing.
+        """
+        root = Path(root)
+
+        def present(folder: Path) -> list[str]:
+            return [f for f in SPLIT_FOLDERS.values() if (folder / f).is_dir()]
+
+        if len(present(root)) == len(SPLIT_FOLDERS):
             return root
-        if root.is_dir():
-            inner = [d for d in root.iterdir() if d.is_dir() and all((d / f).is_dir() for f in SPLIT_FOLDERS.values())]
-            if len(inner) == 1:
-                return inner[0]
+        try:
+            inner = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+        except OSError as e:
+            raise DatasetError(f"{cls.name}: cannot read {root}: {e.strerror}") from None
+        complete = [d for d in inner if len(present(d)) == len(SPLIT_FOLDERS)]
+        if len(complete) == 1:
+            return complete[0]
         tree = "\n".join(f"    {root}/{f}/" for f in SPLIT_FOLDERS.values())
-        raise DatasetError(
-            f"{cls.name} not found at {root}. Expected the folder tree\n{tree}\n"
-            f"(or {root}/<one folder>/ holding them, as the archive unpacks). {cls.source}"
-        )
+        expected = (f"Expected the folder tree\n{tree}\n(or {root}/<one folder>/ holding them, as the archive "
+                    f"unpacks). {cls.source}")
+        if complete:
+            raise DatasetError(f"{cls.name}: {root} holds several data set folders "
+                               f"({', '.join(d.name for d in complete)}); point the root at one of them")
+        partial = max([root, *inner], key=lambda d: len(present(d)))
+        if present(partial):
+            missing = ", ".join(f"{partial}/{f}/" for f in SPLIT_FOLDERS.values() if f not in present(partial))
+            raise DatasetError(f"{cls.name} at {partial} is incomplete: missing {missing}. {expected}")
+        found = "does not exist" if not root.exists() else "holds none of the split folders"
+        raise DatasetError(f"{cls.name} not found at {root} ({found}). {expected}")
 
 
 class Market1501(MarketStyle):
@@ -241,7 +272,7 @@ class CUHK03NP(MarketStyle):
     def __init__(self, root, variant="labeled", verify_images=False, skip_bad=False):
         if variant not in ("labeled", "detected"):
             raise DatasetError(f"CUHK03NP variant must be 'labeled' or 'detected', got {variant!r}")
-        root = Path(root)
+        root = require_path(root, "CUHK03-NP root")
         for candidate in (root / "cuhk03-np" / variant, root / variant, root):
             if all((candidate / f).is_dir() for f in SPLIT_FOLDERS.values()):
                 root = candidate
@@ -252,44 +283,80 @@ class CUHK03NP(MarketStyle):
         super().__init__(root, verify_images=verify_images, skip_bad=skip_bad)
 
 
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 class ImageList(ReIDDataset):
     """A user's own data: a CSV with columns ``path,pid,camid,split``.
 
     ``split`` is ``train``, ``query`` or ``gallery``; ``camid`` is a 0-based integer; relative
     paths are resolved against the CSV's folder. Train pids are relabelled 0..K-1 like the others.
+    The file is read as UTF-8 (a byte-order mark, as Excel writes it, is accepted); an image
+    listed twice (the same file on two rows) is an error naming the line numbers.
     """
 
     name = "ImageList"
 
     def __init__(self, csv_path, verify_images=False, skip_bad=False):
-        csv_path = Path(csv_path)
+        csv_path = require_path(csv_path, "image list path")
+        self.csv_path = csv_path
         if not csv_path.is_file():
             raise DatasetError(f"image list {csv_path} not found (a CSV with columns path,pid,camid,split)")
         splits: dict[str, list[ImageRecord]] = {"train": [], "query": [], "gallery": []}
-        bad, missing = [], []
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"path", "pid", "camid", "split"} <= set(reader.fieldnames):
-                raise DatasetError(f"{csv_path}: header must name the columns path,pid,camid,split, got {reader.fieldnames}")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    pid, camid, split = int(row["pid"]), int(row["camid"]), row["split"].strip()
-                    if camid < 0 or split not in splits:
-                        raise ValueError
-                except (TypeError, ValueError):
-                    bad.append(f"line {line}")
-                    continue
-                path = Path(row["path"])
-                path = path if path.is_absolute() else csv_path.parent / path
-                if not path.is_file():
-                    missing.append(str(path))
-                    continue
-                splits[split].append(ImageRecord(str(path), pid, camid))
+        bad, missing, repeated = [], [], []
+        first_line: dict[str, int] = {}
+        try:
+            with open(csv_path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                fields = [name.strip() for name in reader.fieldnames or []]
+                if not {"path", "pid", "camid", "split"} <= set(fields):
+                    raise DatasetError(f"{csv_path}: header must name the columns path,pid,camid,split, "
+                                       f"got {reader.fieldnames}")
+                reader.fieldnames = fields
+                for row in reader:
+                    line = reader.line_num  # the row's last physical line (a quoted field may span lines)
+                    try:
+                        pid, camid, split = int(row["pid"]), int(row["camid"]), row["split"].strip()
+                        if camid < 0 or split not in splits or not (row["path"] or "").strip():
+                            raise ValueError
+                    except (TypeError, ValueError, AttributeError):
+                        bad.append(f"line {line}")
+                        continue
+                    path = Path(row["path"])
+                    path = path if path.is_absolute() else csv_path.parent / path
+                    if not path.is_file():
+                        missing.append(str(path))
+                        continue
+                    key = os.path.realpath(path)
+                    if key in first_line:
+                        repeated.append(f"line {line} repeats line {first_line[key]} ({row['path']})")
+                        continue
+                    first_line[key] = line
+                    splits[split].append(ImageRecord(str(path), pid, camid))
+        except UnicodeDecodeError:
+            lines = csv_path.read_bytes().splitlines()
+            line = next(i for i, raw in enumerate(lines, 1) if not _is_utf8(raw))
+            raise DatasetError(f"{csv_path} is not UTF-8 text (line {line}); save it as \"CSV UTF-8\"") from None
+        except csv.Error as e:
+            raise DatasetError(f"{csv_path}: not a readable CSV ({e})") from None
         if bad:
-            _complain(f"{csv_path}: rows that need an integer pid, camid >= 0 and split in train/query/gallery ({_listing(bad)})", skip_bad)
+            _complain(f"{csv_path}: rows that need a path, an integer pid, camid >= 0 and split in train/query/gallery "
+                      f"({_listing(bad)})", skip_bad)
         if missing:
             _complain(f"{csv_path}: image files not found ({_listing(missing)})", skip_bad)
+        if repeated:
+            _complain(f"{csv_path}: images listed more than once, which would count them twice in training and "
+                      f"evaluation ({_listing(repeated)})", skip_bad)
         super().__init__(csv_path.parent, **splits, verify_images=verify_images, skip_bad=skip_bad)
+
+    @property
+    def location(self) -> str:
+        return str(self.csv_path)
 
 
 # ---------------------------------------------------------------------------------------

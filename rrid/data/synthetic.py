@@ -26,17 +26,20 @@ so one seed gives byte-identical files. ``python -m rrid synth OUT`` is the comm
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+from ..files import move_into_place, real_target, remove_stale_temps, temp_dir
+from .datasets import IMAGE_SUFFIXES, SPLIT_FOLDERS, DatasetError, require_path
 
 RENDERER_VERSION = 1
 PARAMS_FILE = "synthetic.json"
@@ -314,17 +317,20 @@ def generate(out_dir, seed: int = 0, num_train_ids: int = 150, num_test_ids: int
              num_distractors: int | None = None, quality: int = 90, progress: bool = False) -> Path:
     """Write the data set to ``out_dir`` (Market-1501 layout) and return its path.
 
-    The files go to a temporary folder beside ``out_dir`` that is renamed at the end, so an
-    interrupted run leaves nothing half-written; an existing ``out_dir`` is replaced.
+    The files go to a temp folder beside ``out_dir``; the manifest ``synthetic.json`` (the
+    parameters, the image count and a hash of every image's name and size) is written last;
+    then the folder is moved into place (:func:`rrid.files.move_into_place`: an existing
+    set is renamed aside first and deleted after). A kill at any moment leaves ``out_dir``
+    complete (old or new) or absent, never partial. Only an empty folder or an earlier
+    synthetic set (one holding ``synthetic.json``) is replaced; anything else is refused.
     """
-    out_dir = Path(out_dir)
+    out_dir = require_path(out_dir, "synthetic data set folder")
     params = _params(seed, num_train_ids, num_test_ids, images_per_id, num_cameras, size, num_junk, num_distractors, quality)
     items = plan(seed, num_train_ids, num_test_ids, images_per_id, num_cameras, num_junk, num_distractors)
     cams = cameras(seed, num_cameras)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for folder in ("bounding_box_train", "query", "bounding_box_test"):
+    _check_replaceable(out_dir)
+    with temp_dir(out_dir) as tmp:
+        for folder in SPLIT_FOLDERS.values():
             (tmp / folder).mkdir()
         if progress:
             from tqdm import tqdm
@@ -334,25 +340,68 @@ def generate(out_dir, seed: int = 0, num_train_ids: int = 150, num_test_ids: int
             rng = np.random.default_rng([seed, 3, key[0] + 1, key[1]])
             img = render(attrs, cams[cam] if cam is not None else cams[rng.integers(num_cameras)], rng, tuple(size), part)
             (tmp / folder / fname).write_bytes(_jpeg(img, quality))
-        (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=1, sort_keys=True))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        manifest = {**params, **_listing(tmp)}
+        (tmp / PARAMS_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True))  # last: marks it complete
+        _check_replaceable(out_dir)
+        move_into_place(tmp, out_dir)
     return out_dir
 
 
-def ensure(out_dir, seed: int = 0, **kw) -> Path:
-    """``out_dir`` if it already holds this set (same parameters and renderer), else generate it."""
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace anything but an empty folder or an earlier synthetic set."""
+    target = real_target(out_dir)
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not target.is_dir():
+        raise DatasetError(f"synthetic data set folder {out_dir} exists and is not a folder")
+    if (target / PARAMS_FILE).is_file() or not any(target.iterdir()):
+        return
+    raise DatasetError(f"{out_dir} exists and does not hold a synthetic data set (no {PARAMS_FILE}); refusing to "
+                       "replace it: remove it yourself or choose another folder")
+
+
+def _listing(folder: Path) -> dict:
+    """``{"files": N, "listing_sha256": ...}``: the count and a hash of the name and size of every image.
+
+    Images only, as the reader sees them (a Thumbs.db or .DS_Store does not change the set).
+    """
+    h, n = hashlib.sha256(), 0
+    for split in SPLIT_FOLDERS.values():
+        for entry in sorted(os.scandir(folder / split), key=lambda e: e.name):
+            if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                continue
+            h.update(f"{split}/{entry.name}\t{entry.stat(follow_symlinks=False).st_size}\n".encode("utf-8", "surrogateescape"))
+            n += 1
+    return {"files": n, "listing_sha256": h.hexdigest()}
+
+
+def read_manifest(out_dir) -> dict | None:
+    """The parameters ``out_dir`` was generated with if it is a complete synthetic set, else None.
+
+    Complete: ``synthetic.json`` is there and its file count and listing hash match the
+    images on disk (a folder with an image missing, added or truncated is not accepted).
+    """
     out_dir = Path(out_dir)
-    wanted = json.loads(json.dumps(_params(seed, **kw)))
     try:
         found = json.loads((out_dir / PARAMS_FILE).read_text())
+        listing = _listing(out_dir)
     except (OSError, ValueError):
-        found = None
-    if found == wanted:
+        return None
+    if not isinstance(found, dict) or any(found.get(k) != v for k, v in listing.items()):
+        return None
+    return {k: v for k, v in found.items() if k not in listing}
+
+
+def ensure(out_dir, seed: int = 0, **kw) -> Path:
+    """``out_dir`` if it already holds this set, complete (same parameters and renderer), else generate it.
+
+    Temp folders left beside ``out_dir`` by a killed run are removed either way.
+    """
+    out_dir = require_path(out_dir, "synthetic data set folder")
+    target = real_target(out_dir)
+    remove_stale_temps(target.parent, target.name)
+    wanted = json.loads(json.dumps(_params(seed, **kw)))
+    if read_manifest(out_dir) == wanted:
         return out_dir
     return generate(out_dir, seed=seed, **kw)
 
@@ -367,7 +416,8 @@ def _params(seed, num_train_ids=150, num_test_ids=150, images_per_id=10, num_cam
 def cli(argv=None) -> int:
     """``python -m rrid synth OUT [--seed S] [--train-ids N] ...``: write the synthetic set."""
     ap = argparse.ArgumentParser(prog="python -m rrid synth", description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="output folder (Market-1501 layout)")
+    ap.add_argument("out", help="output folder (Market-1501 layout); a relative path is read like a config's data.root: "
+                                "relative to the project folder (the one holding configs/) when there is one")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-ids", type=int, default=150)
     ap.add_argument("--test-ids", type=int, default=150)
@@ -380,9 +430,14 @@ def cli(argv=None) -> int:
     kw = dict(num_train_ids=args.train_ids, num_test_ids=args.test_ids, images_per_id=args.images_per_id,
               num_cameras=args.cameras, size=(args.height, args.width))
     make = generate if args.force else ensure
-    path = make(args.out, seed=args.seed, **kw)
     from .datasets import Market1501, summary
+    from .download import resolve_root
 
-    print(f"synthetic data set (seed {args.seed}) at {path}")
-    print(summary(Market1501(path)))
+    try:
+        path = make(resolve_root(args.out), seed=args.seed, **kw)
+        print(f"synthetic data set (seed {args.seed}) at {path}")
+        print(summary(Market1501(path)))
+    except ValueError as e:  # DatasetError, or parameters plan() refuses: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0

@@ -11,12 +11,14 @@ Random erasing (Zhong et al. 2017b) comes in two flavours:
   random colour per erased box (``OfficialRandomErasing``).
 
 All randomness comes from torch's RNG, so a trainer can seed it (the DataLoader seeds each
-worker from its generator).
+worker from its generator). ``observe_train_transform`` runs the training transform once and
+reports what it did (flip, erased rectangle), for the book's figure and its tests.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torchvision.transforms import v2
@@ -80,3 +82,47 @@ def build_transforms(height: int, width: int, train: bool, erasing: str | None =
         raise ValueError(f"erasing must be 'zhong', 'official' or None, got {erasing!r}")
     steps.append(v2.ToPureTensor())
     return v2.Compose(steps)
+
+
+class Augmented(NamedTuple):
+    """One output of the training transform and what it did, measured on the output itself.
+
+    ``image``: the normalised (3, H, W) tensor the model sees; ``flipped``: mirrored
+    horizontally; ``box``: (top, left, height, width) of the erased rectangle, or None.
+    """
+
+    image: torch.Tensor
+    flipped: bool
+    box: tuple[int, int, int, int] | None
+
+    @property
+    def erased_fraction(self) -> float:
+        """The erased share of the image area (0 when nothing was erased)."""
+        if self.box is None:
+            return 0.0
+        return self.box[2] * self.box[3] / (self.image.shape[-2] * self.image.shape[-1])
+
+
+def observe_train_transform(image, height: int, width: int, erasing: str | None = "official",
+                            flip: bool = True) -> Augmented:
+    """Apply the training transform once to a PIL ``image`` (torch's global RNG: seed it, e.g.
+    inside ``torch.random.fork_rng()``) and find out what it did.
+
+    Nothing is read from inside the transform: the output is compared with the test
+    transform's output (resize and normalise, no randomness) and with its mirror image. The
+    one that agrees on more pixels tells whether the image was flipped (an exactly symmetric
+    image counts as not flipped), and the pixels that agree with neither are the erased
+    rectangle. Neither eraser's fill can equal a pixel of an 8-bit image: Zhong et al.'s is 0
+    after normalisation, i.e. the ImageNet mean (123.675, 116.28, 103.53 on the 0-255 scale,
+    no integer), and the authors' one random colour matches a pixel with probability ~0.
+    """
+    out = build_transforms(height, width, train=True, erasing=erasing, flip=flip)(image)
+    plain = build_transforms(height, width, train=False)(image)
+    same, mirrored = (out == plain).all(0), (out == plain.flip(-1)).all(0)
+    flipped = bool(mirrored.sum() > same.sum())
+    changed = ~(mirrored if flipped else same)
+    if not changed.any():
+        return Augmented(out, flipped, None)
+    rows, cols = changed.any(1).nonzero()[:, 0], changed.any(0).nonzero()[:, 0]
+    top, left = int(rows[0]), int(cols[0])
+    return Augmented(out, flipped, (top, left, int(rows[-1]) - top + 1, int(cols[-1]) - left + 1))

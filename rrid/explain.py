@@ -1,0 +1,224 @@
+"""The numbers behind the book's figures of the relation module and GCP (chapters 4, 5, 8).
+
+Every function takes a model or the tensors of a forward pass (``model.forward_features``) and
+returns tensors; :mod:`rrid.viz` draws them. Stripes are numbered as in the paper, i = 1..n
+from the top.
+
+* :func:`relation_maps`: per-part activation maps of R_p (the paper's Fig. 6), for Eq. (1)'s
+  R_p(T(p̄_i, r̄_i)) and for the rest-only model's R_p(r̄_i).
+* :func:`rest_composition`: which stripes form r_i, and p_i, r_i, p̄_i, r̄_i of one stripe.
+* :func:`relation_switch`: q_i with the relation module (Eq. 1) and without it (q_i = p̄_i).
+* :func:`gcp_channel`: one channel's p_i, p_max, p_avg and p_cont (Eq. 2) at any n.
+* :func:`stripe_rows`: the rows of the feature map that stripe i covers.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple
+
+import torch
+from torch import Tensor
+
+from rrid.model import CONTRASTS, RelationModule, RestOnlyRelation, stripe_pool
+
+__all__ = ["RelationMaps", "relation_maps", "rest_composition", "relation_switch", "gcp_channel", "stripe_rows"]
+
+
+def stripe_rows(height: int, n: int) -> list[tuple[int, int]]:
+    """(first, stop) row of each of the n stripes on a map of ``height`` rows, as ``stripe_pool``
+    slices them: floor(i H/n) .. ceil((i+1) H/n) - 1 for i = 0..n-1 (exact slices of H/n rows
+    when n divides H; neighbouring stripes share a row otherwise)."""
+    if not (isinstance(n, int) and 1 <= n <= height):
+        raise ValueError(f"n={n!r} stripes on a feature map of {height} rows: expected 1 <= n <= {height}")
+    return [((i * height) // n, ((i + 1) * height + n - 1) // n) for i in range(n)]
+
+
+def _parts(parts, n: int) -> tuple[int, ...]:
+    parts = tuple(range(1, n + 1)) if parts is None else tuple(int(i) for i in parts)
+    if not parts or any(not 1 <= i <= n for i in parts):
+        raise ValueError(f"parts={parts!r}: expected stripe numbers i in 1..{n} (the paper's i, 1 = top)")
+    return parts
+
+
+# ----------------------------------------------------------------------------- Fig. 6
+
+
+class RelationMaps(NamedTuple):
+    """Per-part activation maps of R_p for N images (see :func:`relation_maps`).
+
+    maps     (N, P, h, w)  A_i = max(0, M_i), on the h x w backbone map
+    raw      (N, P, h, w)  M_i = sum_k x_k * d s_i / d x_k (signed, before the clamp)
+    energy   (N, P)        s_i = ||R_p(.)_i||^2, the squared norm of the residual of stripe i
+    parts    the stripe numbers i (1-based) of the P maps
+    rows     (first, stop) rows of every stripe of the scale (all n, not only ``parts``)
+    rest_only  True for the R_p(r̄_i) model, False for Eq. (1)'s R_p(T(p̄_i, r̄_i))
+    """
+
+    maps: Tensor
+    raw: Tensor
+    energy: Tensor
+    parts: tuple[int, ...]
+    rows: list[tuple[int, int]]
+    rest_only: bool
+
+    def rest_share(self) -> Tensor:
+        """(N, P): the fraction of A_i outside the rows of stripe i; NaN where A_i is all zero
+        (e.g. every ReLU of R_p closed: s_i = 0). 1 for the rest-only model whenever the
+        stripes do not share rows (n divides h)."""
+        own = torch.zeros_like(self.maps)
+        for k, i in enumerate(self.parts):
+            first, stop = self.rows[i - 1]
+            own[:, k, first:stop] = self.maps[:, k, first:stop]
+        total = self.maps.sum(dim=(2, 3))
+        return torch.where(total > 0, 1 - own.sum(dim=(2, 3)) / total, torch.nan)
+
+
+def relation_maps(model, images: Tensor, scale: str = "P6", parts=None) -> RelationMaps:
+    """Where on the feature map the residual R_p of each stripe i takes its input from.
+
+    The paper's Fig. 6 compares "activation maps" of R_p(r̄_i) (rest-only model) and
+    R_p(T(p̄_i, r̄_i)) (Eq. 1) without defining them. This function uses gradient x activation
+    of the residual's energy with respect to the backbone feature map x (C x h x w):
+
+        s_i = ||R_p(T(p̄_i, r̄_i))||^2   (or ||R_p(r̄_i)||^2 for the rest-only model)
+        M_i(u, v) = sum_k x_k(u, v) * d s_i / d x_k(u, v)
+        A_i = max(0, M_i)
+
+    Why this definition. R_p sees x only through the stripe pooling p_j = GMP(stripe j of x)
+    (GMP in every relation row of Table 2), so d s_i / d x is non-zero only at the cell where
+    a channel has its maximum within a stripe, and there it equals d s_i / d p_jk (split evenly
+    between tied cells, which changes nothing below). Hence, summed over the rows of stripe j,
+
+        sum_{(u, v) in stripe j} M_i(u, v) = sum_k p_jk * d s_i / d p_jk,
+
+    the first-order (Taylor) share of s_i that the features pooled from stripe j carry: the
+    map says how much each region's pooled features feed the residual, and it is computed
+    exactly from the model, with nothing tuned. (Grad-CAM would average the gradient over the
+    map per channel first; with GMP every gradient sits on single cells, so that average mostly
+    measures which channels are used, not where.) Two facts follow and are tested:
+
+    * rest-only model: s_i depends on stripe i's cells only through r_i = 1/(n-1) sum_{j != i} p_j,
+      which does not contain p_i, so M_i is exactly 0 on the rows of stripe i (when stripes do
+      not share rows, i.e. when n divides h), and every other stripe j is weighted by the same
+      channel vector: sum over stripe j of M_i = 1/(n-1) sum_k p_jk d s_i / d r_ik.
+    * Eq. (1): stripe i also enters through p̄_i, so M_i may be non-zero on stripe i itself.
+
+    What it cannot show: it is a first-order, local measure (it says which pooled features the
+    residual is sensitive to at this input, not what happens when a region is removed, and the
+    clamp hides regions that lower s_i); it shows one cell per channel and stripe, the GMP
+    argmax, so it is sparse by construction; it lives on the h x w map (6 x 2 in quick mode, 24
+    x 8 at 384 x 128) and is only upsampled for display; and a large residual is not the same
+    as a useful one for retrieval.
+
+    ``model``: an ``RRID`` whose head ``scale`` has a relation module (``relation`` True or
+    "rest_only"); ``images``: (N, 3, H, W) or (3, H, W) normalised input. The model runs in eval
+    mode (BN uses its running statistics, so images do not interact) and gets its mode back.
+    """
+    if scale not in model.heads:
+        raise ValueError(f"relation_maps: scale={scale!r}: expected one of {list(model.heads)}")
+    head = model.heads[scale]
+    module = head.local
+    if not isinstance(module, RelationModule):
+        raise ValueError(f"relation_maps: head {scale} has no relation module (RRIDConfig.relation="
+                         f"{model.config.relation!r}); expected relation=True or 'rest_only'")
+    parts = _parts(parts, head.n)
+    images = images[None] if images.ndim == 3 else images
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = model.backbone(images)
+        x = x.detach().requires_grad_(True)
+        p = stripe_pool(x, head.n, head.local_pool)
+        r = module.rest(p)
+        raw, energy = [], []
+        for i in parts:
+            p_bar, r_bar = module.p_layers[i - 1](p[:, i - 1]), module.r_layers[i - 1](r[:, i - 1])
+            s = module.relation(i - 1, p_bar, r_bar).square().sum(dim=1)  # (N,): images are independent
+            (grad,) = torch.autograd.grad(s.sum(), x, retain_graph=True)
+            raw.append((x * grad).sum(dim=1).detach())
+            energy.append(s.detach())
+    finally:
+        model.train(was_training)
+    raw = torch.stack(raw, dim=1)
+    return RelationMaps(raw.clamp(min=0), raw, torch.stack(energy, dim=1), parts,
+                        stripe_rows(x.shape[2], head.n), isinstance(module, RestOnlyRelation))
+
+
+# ----------------------------------------------------------------------------- chapter 4
+
+
+def _one(t: Tensor, index: int, ndim: int) -> Tensor:
+    """Image ``index`` of a batched tensor (or the tensor itself when it has no batch axis)."""
+    t = t.detach()
+    return t[index] if t.ndim == ndim + 1 else t
+
+
+def rest_composition(features: Mapping[str, Tensor] | Tensor, i: int, index: int = 0) -> dict[str, Tensor]:
+    """Stripe i and its rest, r_i = 1/(n-1) sum_{j != i} p_j, for one image.
+
+    ``features``: one scale of ``model.forward_features(images)`` (e.g. ``f["P6"]``, with "p"
+    and, for a relation model, "p_bar", "r_bar"), or the part features p: (N, n, C) or (n, C).
+    Returns ``weights`` (n,): row i of the averaging matrix (0 at stripe i, 1/(n-1) at the
+    others), ``p_i``, ``r_i`` (C,) and, when given, ``p_bar_i``, ``r_bar_i`` (c,).
+    """
+    f = {"p": features} if isinstance(features, Tensor) else dict(features)
+    p = _one(f["p"], index, 2)
+    n = p.shape[0]
+    if n < 2:
+        raise ValueError(f"rest_composition: expected at least 2 stripes, got p of shape {tuple(p.shape)}")
+    (i,) = _parts([i], n)
+    weights = torch.full((n,), 1.0 / (n - 1), dtype=p.dtype)
+    weights[i - 1] = 0.0
+    out = {"weights": weights, "p_i": p[i - 1], "r_i": RelationModule.rest(p[None])[0, i - 1]}
+    for key in ("p_bar", "r_bar"):
+        if key in f:
+            out[f"{key}_i"] = _one(f[key], index, 2)[i - 1]
+    return out
+
+
+def relation_switch(features: Mapping[str, Tensor], index: int = 0) -> dict[str, Tensor]:
+    """q_i with the relation module on (Eq. 1) and off (q_i = p̄_i), same input, same weights.
+
+    ``features``: one scale of ``model.forward_features(images)`` of a model with a relation
+    module. Returns (n, c) tensors ``on`` = q, ``off`` = p̄, ``residual`` = q - p̄ (= R_p(...)_i),
+    and (n,) norms ``norm_on`` = ||q_i||, ``norm_off`` = ||p̄_i||, ``norm_residual``.
+    "Off" removes R_p from the trained model; it is not a model trained without the module.
+    """
+    if "r_bar" not in features:
+        raise ValueError("relation_switch: these features have no r̄ (a model without the relation module); "
+                         "expected one scale of forward_features of a model with relation=True or 'rest_only'")
+    q, p_bar = _one(features["q"], index, 2), _one(features["p_bar"], index, 2)
+    residual = q - p_bar
+    return {"on": q, "off": p_bar, "residual": residual, "norm_on": q.norm(dim=1),
+            "norm_off": p_bar.norm(dim=1), "norm_residual": residual.norm(dim=1)}
+
+
+# ----------------------------------------------------------------------------- chapter 5
+
+
+def gcp_channel(x: Tensor, channel: int, n: int = 6, contrast: str = "official", index: int = 0) -> dict:
+    """One channel k of GCP's inputs (Eq. 2) from a feature map x, with n stripes.
+
+    p_i = GMP of stripe i (channel k), p_max = max_i p_i, p_avg = 1/n sum_i p_i and
+    p_cont = (sum_i p_i - p_max)/(n-1) (``contrast="official"``, the authors' code) or
+    p_avg - p_max (``"paper"``). ``x``: (N, C, H, W) or (C, H, W). Returns floats ``p_max``,
+    ``p_avg``, ``p_cont``, a (n,) tensor ``p``, ``max_stripe`` (the i of p_max, 1-based, the
+    first on ties), ``cells`` [(row, col)] of each stripe's maximum on x and ``rows``.
+    """
+    if contrast not in CONTRASTS:
+        raise ValueError(f"gcp_channel: contrast={contrast!r}: expected one of {list(CONTRASTS)}")
+    x = _one(x, index, 3)
+    C, H, W = x.shape
+    if not 0 <= channel < C:
+        raise ValueError(f"gcp_channel: channel={channel!r}: expected 0..{C - 1}")
+    rows = stripe_rows(H, n)
+    p = stripe_pool(x[None, channel:channel + 1], n, "gmp")[0, :, 0]  # (n,)
+    p_max, p_avg = p.max(), p.mean()
+    p_cont = (p.sum() - p_max) / (n - 1) if contrast == "official" else p_avg - p_max
+    cells = []
+    for first, stop in rows:
+        r, col = divmod(int(x[channel, first:stop].argmax()), W)
+        cells.append((first + r, col))
+    return {"p": p, "p_max": float(p_max), "p_avg": float(p_avg), "p_cont": float(p_cont),
+            "max_stripe": int(p.argmax()) + 1, "cells": cells, "rows": rows, "contrast": contrast, "n": n}

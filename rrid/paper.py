@@ -1,0 +1,374 @@
+"""The paper's numbers, held once: Tables 1-4 and the other figures its text quotes.
+
+Park & Ham, "Relation Network for Person Re-identification", AAAI 2020, as transcribed in
+``shared/paper/relation-network-reid-aaai2020.md``. All accuracies are in percent, as printed;
+a "-" of the paper is ``None``. Chapters read these tables instead of retyping them, and
+``tests/test_paper.py`` checks them against each other and against the sentences of the text
+that quote them.
+
+* :data:`TABLE1` (:class:`Table1Row`): the state of the art, with feature sizes.
+* :data:`TABLE2` (:class:`Table2Row`): the ablation, one row per architecture
+  (``rrid.RRIDConfig.table2(row)`` builds it).
+* :data:`TABLE3` (:class:`Table3Row`): one 256-d local feature q_i of q^P6 per horizontal
+  region, without and with the relation module.
+* :data:`TABLE4` (:class:`Table4Row`): one 256-d global feature q_0 of q^P6 per pooling.
+* :data:`REST_ONLY`, :data:`TRAINING`, :data:`DATASETS`, :data:`TABLE3_MEAN_GAIN`: numbers
+  quoted in the text.
+* :func:`table_rows` (a list of plain dicts) and :func:`format_table` /
+  :func:`show_table` (Markdown or HTML for a notebook).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+__all__ = [
+    "Table1Row", "Table2Row", "Table3Row", "Table4Row", "Result", "Training", "DatasetSize",
+    "TABLE1", "TABLE2", "TABLE3", "TABLE4", "REST_ONLY", "TRAINING", "DATASETS", "TABLE3_MEAN_GAIN",
+    "CITATIONS", "DUKE_NOTE", "COLUMNS", "table_rows", "format_table", "show_table",
+]
+
+DUKE_NOTE = ("The DukeMTMC-reID columns of Table 1 are not in the paper text available here; "
+             "they are left empty, not filled in.")
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+@dataclass(frozen=True)
+class Table1Row:
+    """One row of Table 1: a method, its feature size and its published mAP / rank-1 (%).
+
+    ``cite`` is the BibTeX key of the method's paper in ``book/references.bib``. The
+    DukeMTMC-reID columns (``duke_map``, ``duke_rank1``) are None in every row: the text
+    available here prints Table 1 with six numbers per row, which line up with Market-1501,
+    CUHK03 labeled and CUHK03 detected (Ours-S and Ours-F match Table 2 rows 8 and 13 there),
+    so the Duke columns were lost in transcription. They are not filled in from elsewhere;
+    Ours-S's and Ours-F's Duke numbers are in :data:`TABLE2` (rows 8 and 13). ``note`` flags
+    a cell of the transcription that looks doubtful.
+    """
+
+    method: str
+    cite: str
+    feature_dim: int
+    market_map: float | None
+    market_rank1: float | None
+    cuhk03_labeled_map: float | None
+    cuhk03_labeled_rank1: float | None
+    cuhk03_detected_map: float | None
+    cuhk03_detected_rank1: float | None
+    duke_map: float | None = None
+    duke_rank1: float | None = None
+    note: str = ""
+
+    @property
+    def ours(self) -> bool:
+        """True for the paper's own models (Ours-S, Ours-F)."""
+        return self.method.startswith("Ours")
+
+
+_DEEP_PERSON_NOTE = (
+    "As transcribed, this row reads '- - - 64.8': a CUHK03-detected rank-1 of 64.8 without its "
+    "mAP. Kept as printed; it may be a shifted DukeMTMC-reID number (check the published PDF).")
+
+# Park & Ham (2020), Table 1: F-dim, Market-1501, CUHK03 labeled, CUHK03 detected (Duke: see the class).
+TABLE1 = [
+    Table1Row("SVDNet", "sun2017svdnet", 2048, 62.1, 82.3, 37.8, 40.9, 37.3, 41.5),
+    Table1Row("Triplet", "hermans2017defense", 128, 69.1, 84.9, None, None, None, None),
+    Table1Row("HA-CNN", "li2018harmonious", 1024, 75.7, 91.2, 41.0, 44.4, 38.6, 41.7),
+    Table1Row("Deep-Person", "bai2017deepperson", 2048, 79.5, 92.3, None, None, None, 64.8, note=_DEEP_PERSON_NOTE),
+    Table1Row("AlignedReID", "luo2019alignedreid", 2048, 79.1, 91.8, None, None, 59.6, 61.5),
+    Table1Row("PCB", "sun2018beyond", 1536, 77.3, 92.4, None, None, 54.2, 61.3),
+    Table1Row("PCB+RPP", "sun2018beyond", 1536, 81.0, 93.1, None, None, 57.5, 63.7),
+    Table1Row("HPM", "fu2019horizontal", 3840, 82.7, 94.2, None, None, 57.5, 63.9),
+    Table1Row("MGN", "wang2018learning", 2048, 86.9, 95.7, 67.4, 68.0, 66.0, 66.8),
+    Table1Row("Ours-S", "park2020relation", 1792, 88.0, 94.8, 73.5, 76.6, 69.5, 72.5),
+    Table1Row("Ours-F", "park2020relation", 3840, 88.9, 95.2, 75.6, 77.9, 69.6, 74.4),
+]
+
+CITATIONS = {
+    "sun2017svdnet": "Sun, Zheng, Deng and Wang 2017, SVDNet for pedestrian retrieval (ICCV)",
+    "hermans2017defense": "Hermans, Beyer and Leibe 2017, In defense of the triplet loss for person re-identification (arXiv:1703.07737)",
+    "li2018harmonious": "Li, Zhu and Gong 2018, Harmonious attention network for person re-identification (CVPR)",
+    "bai2017deepperson": "Bai et al. 2017, Deep-Person: learning discriminative deep features for person re-identification (arXiv:1711.10658)",
+    "luo2019alignedreid": "Luo et al. 2019, AlignedReID++: dynamically matching local information for person re-identification (Pattern Recognition)",
+    "sun2018beyond": "Sun, Zheng, Yang, Tian and Wang 2018, Beyond part models: person retrieval with refined part pooling (ECCV)",
+    "fu2019horizontal": "Fu et al. 2019, Horizontal pyramid matching for person re-identification (AAAI)",
+    "wang2018learning": "Wang, Yuan, Chen, Li and Zhou 2018, Learning discriminative features with multiple granularities for person re-identification (ACM MM)",
+    "park2020relation": "Park and Ham 2020, Relation network for person re-identification (AAAI)",
+}
+"""BibTeX key -> the reference as the paper lists it (every ``Table1Row.cite``)."""
+
+
+# ----------------------------------------------------------------------------- Table 2
+
+
+@dataclass(frozen=True)
+class Table2Row:
+    """One row of the paper's Table 2 (ablation), with the published mAP / rank-1 in %."""
+
+    row: int
+    global_pool: str | None
+    local_pool: str | None
+    relation: bool
+    scales: tuple[int, ...]
+    feature_dim: int
+    market_map: float
+    market_rank1: float
+    cuhk03_labeled_map: float
+    cuhk03_labeled_rank1: float
+    cuhk03_detected_map: float
+    cuhk03_detected_rank1: float
+    duke_map: float
+    duke_rank1: float
+    name: str | None = None
+
+
+_P6, _MULTI = (6,), (2, 4, 6)
+# Park & Ham (2020), Table 2: Market-1501, CUHK03 (labeled, detected), DukeMTMC-reID.
+TABLE2 = [
+    Table2Row(1, "gap", None, False, _P6, 256, 74.5, 88.2, 57.0, 60.6, 54.3, 58.4, 62.9, 79.6),
+    Table2Row(2, None, "gap", False, _P6, 1536, 79.0, 92.3, 65.1, 67.9, 62.4, 65.6, 70.0, 84.0),
+    Table2Row(3, "gap", "gap", False, _P6, 1792, 82.9, 92.9, 68.1, 71.4, 63.6, 66.2, 73.5, 85.5),
+    Table2Row(4, "gmp", "gmp", False, _P6, 1792, 83.7, 93.2, 70.7, 73.9, 64.3, 66.8, 74.8, 86.1),
+    Table2Row(5, "gmp", "gmp", True, _P6, 1792, 86.7, 94.2, 73.3, 75.8, 67.6, 70.2, 76.3, 88.3),
+    Table2Row(6, "gap", "gmp", True, _P6, 1792, 85.8, 94.1, 72.6, 75.0, 67.6, 69.6, 75.6, 88.2),
+    Table2Row(7, "gap+gmp", "gmp", True, _P6, 1792, 86.6, 94.3, 72.9, 75.8, 68.1, 70.3, 76.5, 88.4),
+    Table2Row(8, "gcp", "gmp", True, _P6, 1792, 88.0, 94.8, 73.5, 76.6, 69.5, 72.5, 77.1, 89.3, "Ours-S"),
+    Table2Row(9, "gmp", "gmp", False, _MULTI, 3840, 86.7, 94.4, 72.8, 74.6, 67.7, 69.1, 76.1, 87.7),
+    Table2Row(10, "gap", "gmp", False, _MULTI, 3840, 86.5, 94.2, 72.5, 74.7, 67.3, 69.9, 76.5, 87.3),
+    Table2Row(11, "gap+gmp", "gmp", False, _MULTI, 3840, 86.5, 94.1, 72.8, 75.4, 66.5, 69.9, 76.6, 87.8),
+    Table2Row(12, "gcp", "gmp", False, _MULTI, 3840, 87.3, 94.5, 73.0, 75.9, 69.0, 71.6, 77.4, 88.3),
+    Table2Row(13, "gcp", "gmp", True, _MULTI, 3840, 88.9, 95.2, 75.6, 77.9, 69.6, 74.4, 78.6, 89.7, "Ours-F"),
+]
+
+
+# ----------------------------------------------------------------------------- Tables 3 and 4
+
+
+@dataclass(frozen=True)
+class Table3Row:
+    """Table 3: retrieval on Market-1501 with the single 256-d local feature q_i of q^P6 of one
+    horizontal region (1: top, 6: bottom), without (``*_without``) and with the relation module.
+
+    The text does not name the two models; the book reads them as Table 2's rows 4 (GMP, no
+    relation module) and 5 (the same with it): see :data:`TABLE3_MODELS`.
+    """
+
+    region: int
+    map_without: float
+    rank1_without: float
+    map_with: float
+    rank1_with: float
+
+
+TABLE3 = [
+    Table3Row(1, 29.6, 49.4, 58.7, 82.2),
+    Table3Row(2, 46.4, 69.2, 68.5, 87.1),
+    Table3Row(3, 55.3, 77.2, 73.5, 89.1),
+    Table3Row(4, 51.8, 72.7, 71.9, 87.6),
+    Table3Row(5, 49.7, 69.2, 69.7, 85.4),
+    Table3Row(6, 35.5, 53.4, 55.7, 76.9),
+]
+TABLE3_MODELS = {"without": 4, "with": 5}
+"""The Table 2 rows whose q_i the book compares with Table 3 (the paper does not say)."""
+
+TABLE3_MEAN_GAIN = {"mAP": 21.7, "rank1": 19.6}
+"""The text's "improvements in mAP and rank-1 accuracy are 21.7% and 19.6% ... on average"
+(percentage points, the mean over the six regions of with - without)."""
+
+
+@dataclass(frozen=True)
+class Table4Row:
+    """Table 4: retrieval on Market-1501 with the single 256-d global feature q_0 of q^P6,
+    obtained by one pooling (``global_pool`` as in ``RRIDConfig``). ``table2_row`` is the
+    model of Table 2 with that global pooling, the relation module and GMP local features,
+    as the book reads it (the text says only that the poolings differ)."""
+
+    pooling: str
+    global_pool: str
+    table2_row: int
+    map: float
+    rank1: float
+
+
+TABLE4 = [
+    Table4Row("GAP", "gap", 6, 81.0, 91.3),
+    Table4Row("GMP", "gmp", 5, 81.9, 92.0),
+    Table4Row("GAP+GMP", "gap+gmp", 7, 82.5, 92.6),
+    Table4Row("GCP", "gcp", 8, 84.6, 93.4),
+]
+
+
+# ----------------------------------------------------------------------------- quoted in the text
+
+
+@dataclass(frozen=True)
+class Result:
+    """A Market-1501 result the text quotes outside the tables (%)."""
+
+    market_map: float
+    market_rank1: float
+    what: str
+
+
+REST_ONLY = Result(84.5, 93.4, "q_i = p̄_i + R_p(r̄_i) (the rest feature alone, no T), P6 only; "
+                               "against 86.7 / 94.2 with R_p(T(p̄_i, r̄_i)), Table 2 row 5")
+"""The one-vs.-rest section: "The mAP/rank-1 for r̄_i on Market1501 are 84.5/93.4"."""
+
+
+@dataclass(frozen=True)
+class Training:
+    """The training recipe as the paper's "Implementation details" state it."""
+
+    height: int = 384
+    width: int = 128
+    channels: int = 2048                     # C
+    reduced_dim: int = 256                   # c
+    identities_per_batch: int = 16           # N_K
+    images_per_identity: int = 4             # N_M
+    batch_size: int = 64                     # N = N_K N_M
+    epochs: int = 80
+    backbone_lr: float = 1e-3
+    head_lr: float = 1e-2
+    lr_milestones: tuple[int, ...] = (40, 60)  # "until 40 epochs, is divided by 10 every 20 epochs"
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    ce_weight: float = 2.0                   # λ in L = L_triplet + λ L_ce (Eq. 3)
+    gpus: str = "two NVIDIA Titan Xp"
+    hours: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: {"market1501": 6.0, "cuhk03": 3.0, "dukemtmc": 8.0})
+
+
+TRAINING = Training()
+"""The paper's recipe; ``TRAINING.hours`` are its training times ("about six, three and eight
+hours with two NVIDIA Titan Xps" for Market-1501, CUHK03, DukeMTMC-reID)."""
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    """Images and identities of a data set's splits, as the paper's "Dataset" paragraph gives them."""
+
+    train_images: int
+    train_ids: int
+    query_images: int
+    gallery_images: int
+    test_ids: int
+
+
+DATASETS = {
+    "market1501": DatasetSize(12936, 751, 3368, 19732, 750),
+    "cuhk03": DatasetSize(7365, 767, 1400, 5332, 700),      # the 767/700 split of Zhong et al. 2017a
+    "dukemtmc": DatasetSize(16522, 702, 2228, 17661, 702),
+}
+"""The paper's split sizes. Its CUHK03 numbers (7,365 / 1,400 / 5,332) are those of the
+detected images; the labeled ones are 7,368 / 1,400 / 5,328."""
+
+
+# ----------------------------------------------------------------------------- display
+
+COLUMNS = {
+    1: [("method", "method"), ("feature_dim", "F-dim"), ("market_map", "Market mAP"),
+        ("market_rank1", "Market R-1"), ("cuhk03_labeled_map", "CUHK03-L mAP"),
+        ("cuhk03_labeled_rank1", "CUHK03-L R-1"), ("cuhk03_detected_map", "CUHK03-D mAP"),
+        ("cuhk03_detected_rank1", "CUHK03-D R-1")],
+    2: [("row", "row"), ("name", "name"), ("global_pool", "GF pooling"), ("local_pool", "LF pooling"),
+        ("relation", "RM"), ("scales", "scales"), ("feature_dim", "F-dim"), ("market_map", "Market mAP"),
+        ("market_rank1", "Market R-1"), ("cuhk03_labeled_map", "CUHK03-L mAP"),
+        ("cuhk03_labeled_rank1", "CUHK03-L R-1"), ("cuhk03_detected_map", "CUHK03-D mAP"),
+        ("cuhk03_detected_rank1", "CUHK03-D R-1"), ("duke_map", "Duke mAP"), ("duke_rank1", "Duke R-1")],
+    3: [("region", "region"), ("map_without", "mAP w/o RM"), ("rank1_without", "R-1 w/o RM"),
+        ("map_with", "mAP RM"), ("rank1_with", "R-1 RM")],
+    4: [("pooling", "pooling"), ("map", "mAP"), ("rank1", "rank-1")],
+}
+"""Per table: (field, header) in display order (the Duke columns of Table 1 left out)."""
+
+_TABLES = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4}
+
+
+def table_rows(table: int) -> list[dict]:
+    """Table 1, 2, 3 or 4 as a list of plain dicts (one per row, every field, None for "-")."""
+    if table not in _TABLES:
+        raise ValueError(f"table={table!r}: expected 1, 2, 3 or 4 (the paper's Tables 1-4)")
+    return [dataclasses.asdict(row) for row in _TABLES[table]]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "✓" if value else ""
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, tuple):
+        return "+".join(f"P{n}" for n in value)
+    return str(value)
+
+
+def format_table(table: int | Sequence[Mapping], columns: Sequence | None = None, fmt: str = "markdown",
+                 bold_best: bool = True) -> str:
+    """A table as Markdown (``fmt="markdown"``) or HTML (``"html"``) text for a notebook.
+
+    ``table`` is 1-4 (the paper's table, with the headers of :data:`COLUMNS`) or a list of
+    dicts (e.g. ``table_rows(2)`` filtered, or your own results). ``columns`` picks fields:
+    names, or (field, header) pairs. ``bold_best`` marks the largest number of each accuracy
+    column (fields ending in ``map``/``rank1``) in bold. Numbers are printed as the paper
+    prints them (one decimal, thousands separators, "-" for a missing entry).
+    """
+    if fmt not in ("markdown", "html"):
+        raise ValueError(f"fmt={fmt!r}: expected 'markdown' or 'html'")
+    if isinstance(table, int):
+        rows = table_rows(table)
+        columns = columns or COLUMNS[table]
+    else:
+        rows = [dict(r) for r in table]
+        if not rows:
+            raise ValueError("format_table: expected at least one row")
+        columns = columns or list(rows[0])
+    columns = [(c, c) if isinstance(c, str) else tuple(c) for c in columns]
+    for field, _ in columns:
+        if field not in rows[0]:
+            raise ValueError(f"format_table: no column {field!r}; expected one of {list(rows[0])}")
+    best = {}
+    if bold_best:
+        for field, _ in columns:
+            if field.lower().endswith(("map", "rank1")):
+                values = [r[field] for r in rows if isinstance(r[field], (int, float))]
+                if values:
+                    best[field] = max(values)
+    body = [[(_cell(r[f]), f in best and r[f] == best[f]) for f, _ in columns] for r in rows]
+    headers = [h for _, h in columns]
+    if fmt == "markdown":
+        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+        lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
+                 "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(f"**{esc(t)}**" if b else esc(t) for t, b in row) + " |" for row in body]
+        return "\n".join(lines)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    trs = "".join("<tr>" + "".join(f"<td><b>{html.escape(t)}</b></td>" if b else f"<td>{html.escape(t)}</td>"
+                                   for t, b in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def show_table(table: int | Sequence[Mapping], columns: Sequence | None = None, caption: str | None = None):
+    """The table as an IPython ``Markdown`` object (the last line of a notebook cell shows it).
+
+    ``caption`` is printed under the table in italics; for Table 1 the note on the missing
+    Duke columns is added to it.
+    """
+    from IPython.display import Markdown
+
+    text = format_table(table, columns)
+    notes = [caption] if caption else []
+    if table == 1:
+        notes.append(DUKE_NOTE)
+        notes += [f"{r.method}: {r.note}" for r in TABLE1 if r.note]
+    if notes:
+        text += "\n\n" + "\n".join(f"*{n}*  " for n in notes)
+    return Markdown(text)

@@ -1,0 +1,205 @@
+"""rrid.explain against direct computations: Fig. 6's maps, the rest of a stripe, the relation switch, GCP's channel."""
+
+import functools
+
+import pytest
+import torch
+
+from rrid import explain
+from rrid.model import RRID, GlobalContrastivePooling, RelationModule, RRIDConfig, stripe_pool
+
+from test_model import randomise_bn, reduce_by_hand
+
+N_STRIPES = 6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=None)
+def build(relation):
+    """Row 5 (P6, GMP) with either relation, float64, random head BN, in eval mode."""
+    torch.manual_seed(0)
+    m = RRID(RRIDConfig.table2(5, backbone="resnet18", relation=relation), num_classes=3).double()
+    randomise_bn(m.heads, seed=1)
+    return m.eval()
+
+
+@pytest.fixture(scope="module", params=[True, "rest_only"], ids=["eq1", "rest_only"])
+def model(request):
+    return build(request.param)
+
+
+def inputs(n=2, h=96, w=32, seed=0):
+    return torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def energy_by_hand(module, p, i):
+    """s_i = ||R_p(.)_i||^2 from the part features p (N, n, C), written with the layers' weights."""
+    n = p.shape[1]
+    r_i = torch.stack([p[:, j] for j in range(n) if j != i]).mean(0)
+    pb, rb = reduce_by_hand(module.p_layers[i], p[:, i]), reduce_by_hand(module.r_layers[i], r_i)
+    R_in = rb if module.R_p[i].conv.in_channels == rb.shape[1] else torch.cat([pb, rb], 1)
+    return reduce_by_hand(module.R_p[i], R_in).square().sum(1), r_i
+
+
+def test_stripe_rows_are_the_rows_stripe_pool_uses():
+    for H in (6, 7, 24):
+        x = torch.eye(H).reshape(1, H, H, 1)  # channel h is 1 on row h only
+        for n in (2, 4, 6):
+            used = stripe_pool(x, n, "gmp")[0]  # (n, H): 1 where stripe i contains row h
+            expected = torch.zeros(n, H)
+            for i, (first, stop) in enumerate(explain.stripe_rows(H, n)):
+                expected[i, first:stop] = 1
+            torch.testing.assert_close(used, expected)
+    with pytest.raises(ValueError, match="n=7 stripes on a feature map of 6 rows"):
+        explain.stripe_rows(6, 7)
+
+
+def test_relation_maps_shapes_clamp_and_energy(model):
+    images = inputs()
+    res = explain.relation_maps(model, images)
+    assert res.maps.shape == res.raw.shape == (2, 6, 6, 2) and res.energy.shape == (2, 6)
+    assert res.parts == (1, 2, 3, 4, 5, 6) and res.rows == [(i, i + 1) for i in range(6)]
+    assert res.rest_only == (model.config.relation == "rest_only")
+    torch.testing.assert_close(res.maps, res.raw.clamp(min=0))
+    with torch.no_grad():
+        f = model.forward_features(images)["P6"]
+    torch.testing.assert_close(res.energy, (f["q"] - f["p_bar"]).square().sum(2))  # s_i = ||q_i - p̄_i||^2
+    assert bool((res.energy > 0).all())  # otherwise the maps below would be trivially zero
+    sub = explain.relation_maps(model, images[1], parts=[5, 2])  # one image, two parts, any order
+    assert sub.parts == (5, 2)
+    torch.testing.assert_close(sub.raw[0], res.raw[1, [4, 1]])
+
+
+def test_each_stripe_of_the_map_sums_to_its_share_of_the_energy(model):
+    # sum over stripe j of M_i = sum_k p_jk d s_i / d p_jk, with s_i written by hand from p.
+    images = inputs()
+    res = explain.relation_maps(model, images)
+    with torch.no_grad():
+        x = model.backbone(images)
+    p = stripe_pool(x, N_STRIPES, "gmp").requires_grad_(True)
+    module = model.heads["P6"].local
+    for i in range(N_STRIPES):
+        s, _ = energy_by_hand(module, p, i)
+        torch.testing.assert_close(s.detach(), res.energy[:, i])
+        (g,) = torch.autograd.grad(s.sum(), p)
+        share = (p * g).sum(2).detach()  # (N, n): stripe j's first-order share of s_i
+        per_stripe = res.raw[:, i].sum(2)  # (N, n): stripe j = row j on this 6-row map
+        scale = share.abs().max()
+        torch.testing.assert_close(per_stripe, share, atol=1e-10 * float(scale), rtol=1e-9)
+
+
+def test_maps_live_on_the_cells_gmp_picks(model):
+    images = inputs()
+    res = explain.relation_maps(model, images)
+    with torch.no_grad():
+        x = model.backbone(images)  # (N, C, 6, 2): stripe j = row j
+    picked = (x == x.amax(dim=3, keepdim=True)) & (x != 0)  # a channel's max in its stripe (row), non-zero
+    support = picked.any(dim=1)  # (N, 6, 2)
+    assert bool((res.raw[:, :, ~support[0]][0] == 0).all()) and bool((res.raw[1][:, ~support[1]] == 0).all())
+    assert bool((res.raw != 0).any())
+
+
+def test_rest_only_maps_are_zero_on_their_own_stripe(model):
+    res = explain.relation_maps(model, inputs())
+    own = torch.stack([res.raw[:, k, i - 1] for k, i in enumerate(res.parts)], 1)  # (N, P, w): stripe i's row
+    scale = float(res.raw.abs().max())
+    if model.config.relation == "rest_only":
+        # R_p(r̄_i) sees x only through r_i, which does not contain p_i: exactly 0 (tolerance for the float64 sum order)
+        assert float(own.abs().max()) <= 1e-12 * scale
+        assert bool((res.rest_share() == 1).all())
+    else:
+        assert float(own.abs().max()) > 1e-3 * scale  # Eq. (1): stripe i also feeds R_p through p̄_i
+        assert bool((res.rest_share() < 1).any())
+
+
+def test_rest_only_weights_every_other_stripe_with_one_channel_vector():
+    # sum over stripe j of M_i = 1/(n-1) sum_k p_jk d s_i / d r_ik for every j != i
+    model = build("rest_only")
+    images = inputs()
+    res = explain.relation_maps(model, images)
+    with torch.no_grad():
+        p = stripe_pool(model.backbone(images), N_STRIPES, "gmp")
+    module = model.heads["P6"].local
+    for i in range(N_STRIPES):
+        r_i = torch.stack([p[:, j] for j in range(N_STRIPES) if j != i]).mean(0).requires_grad_(True)
+        R = reduce_by_hand(module.R_p[i], reduce_by_hand(module.r_layers[i], r_i))
+        (g,) = torch.autograd.grad(R.square().sum(), r_i)
+        expected = torch.einsum("njc,nc->nj", p, g) / (N_STRIPES - 1)
+        expected[:, i] = 0
+        torch.testing.assert_close(res.raw[:, i].sum(2), expected, atol=1e-10 * float(expected.abs().max()), rtol=1e-9)
+
+
+def test_relation_maps_errors_and_mode():
+    plain = RRID(RRIDConfig.table2(4, backbone="resnet18"), num_classes=3)
+    with pytest.raises(ValueError, match="no relation module"):
+        explain.relation_maps(plain, inputs(1).float())
+    model = RRID(RRIDConfig.table2(5, backbone="resnet18"), num_classes=3).train()
+    with pytest.raises(ValueError, match="scale='P4'"):
+        explain.relation_maps(model, inputs(1).float(), scale="P4")
+    with pytest.raises(ValueError, match=r"i in 1\.\.6"):
+        explain.relation_maps(model, inputs(1).float(), parts=[0])
+    explain.relation_maps(model, inputs(1).float(), parts=[1])
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_rest_composition_and_relation_switch():
+    torch.manual_seed(0)
+    module = randomise_bn(RelationModule(4, 5, 3))
+    p = torch.rand(2, 4, 5)
+    q, p_bar, r_bar = module(p)
+    features = {"p": p, "q": q, "p_bar": p_bar, "r_bar": r_bar}
+    comp = explain.rest_composition(features, 3, index=1)
+    torch.testing.assert_close(comp["weights"], torch.tensor([1 / 3, 1 / 3, 0, 1 / 3]))
+    torch.testing.assert_close(comp["r_i"], (p[1, 0] + p[1, 1] + p[1, 3]) / 3)
+    torch.testing.assert_close(comp["r_i"], comp["weights"] @ p[1])
+    assert torch.equal(comp["p_i"], p[1, 2]) and torch.equal(comp["p_bar_i"], p_bar[1, 2])
+    assert torch.equal(comp["r_bar_i"], r_bar[1, 2])
+    assert set(explain.rest_composition(p[0], 1)) == {"weights", "p_i", "r_i"}  # p alone, (n, C)
+    with pytest.raises(ValueError, match=r"1\.\.4"):
+        explain.rest_composition(p, 0)
+
+    sw = explain.relation_switch(features, index=0)
+    assert sw["residual"].shape == sw["on"].shape == sw["off"].shape == (4, 3)
+    for i in range(4):  # residual = R_p(T(p̄_i, r̄_i)) of stripe i
+        R = reduce_by_hand(module.R_p[i], torch.cat([p_bar[:1, i], r_bar[:1, i]], 1))[0]
+        torch.testing.assert_close(sw["residual"][i], R, atol=1e-6, rtol=1e-5)
+    assert torch.equal(sw["on"], q[0]) and torch.equal(sw["off"], p_bar[0])
+    torch.testing.assert_close(sw["norm_on"], q[0].norm(dim=1))
+    torch.testing.assert_close(sw["norm_residual"], (q[0] - p_bar[0]).norm(dim=1))
+    with pytest.raises(ValueError, match="no r̄"):
+        explain.relation_switch({"p": p, "q": p_bar, "p_bar": p_bar})
+
+
+def test_gcp_channel_on_a_hand_made_map():
+    x = torch.zeros(3, 6, 2)
+    x[1] = torch.tensor([[0.1, 0.3], [0.2, 0.0], [0.9, 0.4], [0.5, 0.6], [0.0, 0.7], [0.2, 0.1]])
+    g = explain.gcp_channel(x, 1, n=6, contrast="official")
+    torch.testing.assert_close(g["p"], torch.tensor([0.3, 0.2, 0.9, 0.6, 0.7, 0.2]))
+    assert g["p_max"] == pytest.approx(0.9) and g["p_avg"] == pytest.approx(2.9 / 6)
+    assert g["p_cont"] == pytest.approx((2.9 - 0.9) / 5)
+    assert g["max_stripe"] == 3 and g["cells"] == [(0, 1), (1, 0), (2, 0), (3, 1), (4, 1), (5, 0)]
+    paper = explain.gcp_channel(x[None], 1, n=6, contrast="paper")
+    assert paper["p_cont"] == pytest.approx(2.9 / 6 - 0.9)
+    # n = 3: stripes of two rows, maxima 0.3, 0.9, 0.7; n = 2: 0.9, 0.7
+    g3 = explain.gcp_channel(x, 1, n=3)
+    torch.testing.assert_close(g3["p"], torch.tensor([0.3, 0.9, 0.7]))
+    assert g3["p_cont"] == pytest.approx(0.5) and g3["cells"] == [(0, 1), (2, 0), (4, 1)] and g3["rows"] == [(0, 2), (2, 4), (4, 6)]
+    assert explain.gcp_channel(x, 1, n=2, contrast="paper")["p_cont"] == pytest.approx(0.8 - 0.9)
+    # the same numbers as the module that trains, on every channel
+    for contrast in ("official", "paper"):
+        module = GlobalContrastivePooling(3, 2, contrast)
+        p_max, p_cont = module.contrastive(stripe_pool(x[None], 6, "gmp"))
+        for k in range(3):
+            g = explain.gcp_channel(x, k, 6, contrast)
+            assert (g["p_max"], g["p_cont"]) == pytest.approx((float(p_max[0, k]), float(p_cont[0, k])))
+    with pytest.raises(ValueError, match="contrast='mean'"):
+        explain.gcp_channel(x, 1, contrast="mean")
+    with pytest.raises(ValueError, match=r"channel=3: expected 0\.\.2"):
+        explain.gcp_channel(x, 3)
