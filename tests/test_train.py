@@ -239,4 +239,5 @@ def test_eval_metric_reaches_fit_and_the_eval_command(tmp_path, tiny_cfg, monkey
     assert main(["eval", "--config", str(tmp_path / "run" / "config.yaml"), "--checkpoint",
                  str(tmp_path / "run" / "last.pt"), "--json", str(tmp_path / "m.json")]) == 0
     assert seen[-1][0] == "cuhk03_single_shot" and "(CMC: cuhk03_single_shot)" in capsys.readouterr().out
+    # eval runs with the config's threads as fit did: the same ranking; 1e-9 covers the JSON round trip
     assert json.loads((tmp_path / "m.json").read_text())["rank1"] == pytest.approx(logged["rank1"], abs=1e-9)
