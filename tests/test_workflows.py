@@ -57,7 +57,7 @@ def run_actionlint(actionlint, files, cwd):
 
 def test_actionlint_reports_nothing(actionlint):
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert [f.name for f in files] == ["book.yml", "ci.yml"]
+    assert {"book.yml", "ci.yml"} <= {f.name for f in files}
     done = run_actionlint(actionlint, files, ROOT)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done.stdout + done.stderr
 
