@@ -1,23 +1,34 @@
-"""How long each chapter of the book takes to execute in quick mode, as the build runs it.
+"""How long each chapter of the book, and its slowest cell, takes to execute in quick mode.
 
 Executes every chapter of ``_toc.yml`` in a fresh kernel (nbclient, as myst-nb and nbval do)
-with ``RRID_MODE=quick`` and an empty model cache, so the first chapter that needs the shared
-quick-mode model pays for training it, as on a fresh clone. Writes
-``benchmarks/results/book_times.csv`` and ``book_times.md`` (the table the preface includes)
-and prints the table with the total.
+with ``RRID_MODE=quick``, the Makefile's environment and an empty model cache, so the first
+chapter that needs the shared quick-mode model pays for training it, as on a fresh clone. Each
+cell runs under the build's per-cell timeout (``execute.timeout`` in ``_config.yml``), and the
+slowest cell of every chapter is reported with its share of that timeout: a cell above 1/5 of it
+is flagged, because a machine five times slower (or busy with other work) would fail the build.
 
-    python benchmarks/book_times.py [--chapters book/07_training ...]
+``--busy N`` starts N CPU-bound processes (a ``while`` loop, like ``while True: pass``, that also
+ends if this script dies) for the whole measurement and kills them after it: the build on a
+machine that something else keeps busy.
+
+Writes ``benchmarks/results/book_times.csv`` and ``book_times.md`` (the table the preface
+includes), or ``book_times_busy.csv`` / ``.md`` with ``--busy``, and prints the table.
+
+    python benchmarks/book_times.py [--chapters book/07_training ...] [--busy 1]
 """
 
 import argparse
 import csv
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nbformat
+import yaml
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,42 +37,104 @@ sys.path.insert(0, str(ROOT))
 from rrid.book import chapters  # noqa: E402
 from rrid.files import atomic_write  # noqa: E402
 
+HEADROOM = 5  # every cell must run in under 1 / HEADROOM of the per-cell timeout
+# CPU-bound until killed, and ends by itself if this script dies first (its parent changes)
+SPIN = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
 
-def run(chapter: str, workdir: Path) -> float:
+
+class TimedClient(NotebookClient):
+    """nbclient's executor, recording the wall time of every cell."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cell_seconds: dict[int, float] = {}
+
+    async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+        finally:
+            if cell.cell_type == "code":
+                self.cell_seconds[cell_index] = time.perf_counter() - start
+
+
+def first_line(source: str) -> str:
+    """The cell's first line of code that is not blank, a comment or an import (else its first line)."""
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    code = [line for line in lines if not line.startswith(("#", "import ", "from ", "%"))]
+    return (code or lines or [""])[0]
+
+
+def run(chapter: str, workdir: Path, timeout: int) -> tuple[float, str, float]:
+    """(chapter seconds, "cell N: its first line of code" for its slowest cell, that cell's seconds)."""
     nb = nbformat.read(ROOT / f"{chapter}.ipynb", as_version=4)
+    client = TimedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
-    return time.perf_counter() - start
+    client.execute()
+    seconds = time.perf_counter() - start
+    index, cell_seconds = max(client.cell_seconds.items(), key=lambda item: item[1])
+    return seconds, f"cell {index}: {first_line(nb.cells[index].source)}", cell_seconds
+
+
+def config_timeout() -> int:
+    return int(yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]["timeout"])
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chapters", nargs="*", help="chapters as in _toc.yml (default: every notebook)")
+    parser.add_argument("--busy", type=int, default=0, help="CPU-bound processes to run beside the build")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     names = args.chapters or [c for c in chapters() if (ROOT / f"{c}.ipynb").is_file()]
-    os.environ.update(RRID_MODE="quick", TQDM_DISABLE="1", RRID_LIVEPLOT="static")
+    timeout = config_timeout()
+    # the Makefile's environment (OMP_WAIT_POLICY included: it must be set before torch starts)
+    os.environ.update(RRID_MODE="quick", TQDM_DISABLE="1", RRID_LIVEPLOT="static", MPLBACKEND="Agg",
+                      PYTHONHASHSEED="0")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # `kill` still runs the clean-up below
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
     rows = []
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["RRID_CACHE"] = cache  # cold: the first chapter that needs the quick model trains it
-        for name in names:
-            seconds = run(name, (ROOT / name).parent)
-            rows.append((name, seconds))
-            print(f"{name:30} {seconds:6.1f} s", flush=True)
-    total = sum(s for _, s in rows)
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["RRID_CACHE"] = cache  # cold: the first chapter that needs the quick model trains it
+            for name in names:
+                seconds, cell, cell_seconds = run(name, (ROOT / name).parent, timeout)
+                rows.append((name, seconds, cell, cell_seconds))
+                flag = "  <-- over 1/%d of the timeout" % HEADROOM if cell_seconds > timeout / HEADROOM else ""
+                print(f"{name:30} {seconds:6.1f} s; slowest cell {cell_seconds:6.1f} s "
+                      f"({cell_seconds / timeout:.2f} of {timeout} s), {cell[:70]}{flag}", flush=True)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+    total = sum(r[1] for r in rows)
+    slow = [r for r in rows if r[3] > timeout / HEADROOM]
     cpus = os.cpu_count()
+    beside = f", {args.busy} CPU-bound process{'es' if args.busy > 1 else ''} beside it" if args.busy else ""
+    stem = "book_times_busy" if args.busy else "book_times"
     out = Path(args.out)
-    with atomic_write(out / "book_times.csv") as f:
+    with atomic_write(out / f"{stem}.csv") as f:
         writer = csv.writer(f)
-        writer.writerow(["chapter", "seconds"])
-        writer.writerows((n, f"{s:.1f}") for n, s in rows)
+        writer.writerow(["chapter", "seconds", "slowest_cell", "slowest_cell_seconds", "share_of_cell_timeout"])
+        writer.writerows((n, f"{s:.1f}", c, f"{cs:.1f}", f"{cs / timeout:.3f}") for n, s, c, cs in rows)
     titles = {n: nbformat.read(ROOT / f"{n}.ipynb", as_version=4).cells[0].source.splitlines()[0].lstrip("# ")
-              for n, _ in rows}
-    with atomic_write(out / "book_times.md") as f:
-        f.write(f"| chapter | seconds in quick mode ({cpus}-core CPU, cold model cache) |\n|---|---:|\n")
-        f.writelines(f"| {titles[n]} | {s:.0f} |\n" for n, s in rows)
-        f.write(f"| **whole book** | **{total:.0f}** |\n")
+              for n, *_ in rows}
+
+    def code(text: str) -> str:
+        text = text.replace("`", "'").replace("|", "\\|")
+        return f"`{text[:67] + '...' if len(text) > 70 else text}`"
+
+    with atomic_write(out / f"{stem}.md") as f:
+        f.write(f"| chapter | seconds in quick mode ({cpus}-core CPU, cold model cache{beside}) "
+                f"| its slowest cell | seconds (share of the {timeout} s cell timeout) |\n|---|---:|---|---:|\n")
+        f.writelines(f"| {titles[n]} | {s:.0f} | {code(c)} | {cs:.0f} ({cs / timeout:.2f}){' ⚠' if cs > timeout / HEADROOM else ''} |\n"
+                     for n, s, c, cs in rows)
+        f.write(f"| **whole book** | **{total:.0f}** | | |\n")
     print(f"{'whole book':30} {total:6.1f} s  ({total / 60:.1f} min; goal: under 8 min, each chapter under 2)")
+    print(f"cells over 1/{HEADROOM} of the {timeout} s cell timeout: "
+          + (", ".join(f"{n} ({cs:.0f} s)" for n, _, _, cs in slow) if slow else "none"))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,17 @@ The public names below are imported on first use, so that ``import rrid`` stays 
 and a reader can open any one module without loading the others.
 """
 
+import os
 from importlib import import_module
 
 __version__ = "0.1.0"
+
+# Idle OpenMP threads sleep instead of spinning. With libgomp's default they spin at the end of
+# every parallel region, and when another process keeps a core busy a 2-thread quick-mode step
+# runs several times slower (benchmarks/contention.py). OpenMP reads the variable once, when torch
+# loads it, so it is set here, before any rrid module imports torch (child processes inherit it);
+# a value already in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _PUBLIC = {
     # model

@@ -153,7 +153,8 @@ def _eval(args) -> int:
     from rrid.evaluation import evaluate
     from rrid.files import atomic_write
     from rrid.model import RRID
-    from rrid.train import _pick_device, _summary, build_dataset, build_run_loaders, load_checkpoint, load_weights
+    from rrid.train import (_pick_device, _summary, _torch_settings, build_dataset, build_run_loaders, load_checkpoint,
+                            load_weights)
 
     cfg = load_config(args.config, args.overrides)
     if args.device:
@@ -167,9 +168,10 @@ def _eval(args) -> int:
     device = _pick_device(args.device or cfg.train.device, 0)
     loaders = build_run_loaders(cfg, dataset, device)
     model.to(device).eval()
-    raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank, device=device,
-                      amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"),
-                      ranking_metric=cfg.eval.metric)
+    with _torch_settings(cfg.train, device):                  # threads and determinism as in fit's evaluations
+        raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank, device=device,
+                          amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"),
+                          ranking_metric=cfg.eval.metric)
     metrics = _summary(raw)
     print(_format_metrics(metrics) + ("" if cfg.eval.metric == "market" else f"  (CMC: {cfg.eval.metric})"))
     if args.json:

@@ -89,7 +89,9 @@ def setup(seed: int = 0) -> str:
     """Seed python, numpy and torch, set the book's figure style; return the mode.
 
     Inside a notebook it also selects the inline matplotlib backend, so figures appear even
-    when ``MPLBACKEND=Agg`` is exported (as the Makefile does for scripts).
+    when ``MPLBACKEND=Agg`` is exported (as the Makefile does for scripts). Quick mode uses
+    min(2, cores) torch threads; they sleep when idle because ``import rrid`` set
+    ``OMP_WAIT_POLICY=PASSIVE`` before this function first imports torch.
     """
     import torch
 

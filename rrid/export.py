@@ -25,8 +25,9 @@ def export_onnx(model: torch.nn.Module, path, input_size=(384, 128), opset: int 
     """Export ``model`` in eval mode to ONNX at ``path`` (written to a temp file, then renamed).
 
     ``input_size`` is (H, W). With ``check`` and onnxruntime installed, the ONNX and PyTorch
-    embeddings of a random batch must agree to 1e-4, else an ExportError gives the difference.
-    Without the ``onnx`` package: an ExportError that says what to install.
+    embeddings of a random batch must agree to 1e-4 of the embedding's largest magnitude, else
+    an ExportError gives the difference. Without the ``onnx`` package: an ExportError that says
+    what to install.
     """
     _require_onnx()
     path = Path(path)
@@ -42,7 +43,13 @@ def export_onnx(model: torch.nn.Module, path, input_size=(384, 128), opset: int 
     return path
 
 
-def _check_parity(model, onnx_path, height, width, atol=1e-4):
+def _check_parity(model, onnx_path, height, width, rtol=1e-4):
+    """onnxruntime vs PyTorch on a random batch, within ``rtol`` x max|embedding|.
+
+    Relative to the output's magnitude because float32 rounding is: through a ResNet-50 and the
+    heads the two runtimes differ by ~1e-6 of max|embedding| (their kernels add in different
+    orders), while a wrong operator moves the embedding by 1e-2 of it or more.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
@@ -52,10 +59,12 @@ def _check_parity(model, onnx_path, height, width, atol=1e-4):
         expected = model(x).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": x.numpy()})[0]
-    diff = float(abs(got - expected).max())
-    if got.shape != expected.shape or diff > atol:
-        raise ExportError(f"ONNX export {onnx_path}: onnxruntime differs from PyTorch by {diff:.2e} "
-                           f"(shapes {got.shape} vs {expected.shape}); expected at most {atol}")
+    if got.shape != expected.shape:
+        raise ExportError(f"ONNX export {onnx_path}: onnxruntime gives shape {got.shape}, PyTorch {expected.shape}")
+    diff, scale = float(abs(got - expected).max()), float(abs(expected).max())
+    if diff > rtol * scale:
+        raise ExportError(f"ONNX export {onnx_path}: onnxruntime differs from PyTorch by {diff:.2e}; "
+                          f"expected at most {rtol} x max|embedding| = {rtol * scale:.2e}")
 
 
 def _num_classes(state: dict) -> int:

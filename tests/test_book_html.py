@@ -51,13 +51,22 @@ def chromium_flags(profile):
             "--hide-scrollbars", "--virtual-time-budget=4000", f"--user-data-dir={profile}"]
 
 
+INSTALL_CHROMIUM = ("sudo apt-get install chromium (Ubuntu: chromium-browser; macOS: brew install --cask chromium), "
+                    "or `make chromium` as root")
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
 @pytest.fixture(scope="session")
 def chromium():
+    """Chromium, or one skip line saying how to install it; under CI=true a missing one fails."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing under CI: `make chromium` installs Debian's package")
-        pytest.skip("chromium is not installed (`make chromium`); this check runs under CI")
+        if under_ci():
+            pytest.fail(f"chromium is missing under CI=true: {INSTALL_CHROMIUM}")
+        pytest.skip(f"chromium is not installed: {INSTALL_CHROMIUM}")
     return path
 
 

@@ -58,6 +58,8 @@ def test_train_with_overrides_then_eval_checkpoint(tmp_path, capsys):
     evaluated = capsys.readouterr().out
     metrics = json.loads((tmp_path / "m.json").read_text())
     fit_eval = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    # the same checkpoint, data, batches and thread count (eval applies the config's train.num_threads
+    # as fit does): the same features, so the same ranking; abs=1e-9 only absorbs the JSON round trip
     assert fit_eval["kind"] == "eval" and metrics["mAP"] == pytest.approx(fit_eval["mAP"], abs=1e-9)
     assert metrics["rank1"] == pytest.approx(fit_eval["rank1"], abs=1e-9)
     assert f"mAP={100 * metrics['mAP']:.1f}" in evaluated and f"mAP={100 * metrics['mAP']:.1f}" in trained

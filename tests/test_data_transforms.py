@@ -13,6 +13,8 @@ def test_test_transform_resizes_and_normalises():
     x = build_transforms(96, 32, train=False)(img)
     assert x.shape == (3, 96, 32) and x.dtype == torch.float32 and type(x) is torch.Tensor
     expected = (torch.tensor([255, 128, 0]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    # |x| <= 2.7 here: /255, - mean and / std round to at most a few ulps of values <= 1 / std = 4.4,
+    # i.e. < 2e-6; 1e-5 is 5 times that and 1/1700 of one grey level (1 / 255 / std = 0.017)
     assert torch.allclose(x, expected.view(3, 1, 1).expand(3, 96, 32), atol=1e-5)
 
 

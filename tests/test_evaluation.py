@@ -58,19 +58,30 @@ def test_one_hot_model_gives_perfect_map():
 
 
 def test_flip_average_and_l2_normalisation():
-    x = torch.rand(5, 3, 6, 4)
+    x = torch.rand(5, 3, 6, 4, generator=torch.Generator().manual_seed(0))
     loader = loader_of(x, np.zeros(5), np.zeros(5))
-    left, right, mean = x[..., 0].sum((1, 2)), x[..., -1].sum((1, 2)), x.mean((1, 2, 3))
+    # features are float32: compare with the float64 values within 32 eps32 of the largest
+    # (a sum of 18 terms and a mean of two round at most ~20 eps of it; a wrong flip or a
+    # missing average is off by ~|left - right|, about 1)
+    x64 = x.double()
+    left, right, mean = x64[..., 0].sum((1, 2)), x64[..., -1].sum((1, 2)), x64.mean((1, 2, 3))
+
+    def close(actual, expected):
+        tol = 32 * torch.finfo(torch.float32).eps * expected.abs().max().item()
+        torch.testing.assert_close(actual.double(), expected, rtol=0, atol=tol)
+
     raw = extract_features(FlipProbe(), loader, flip=False, normalize=False, progress=False).feats
-    torch.testing.assert_close(raw, torch.stack([left, right, mean], 1))
+    close(raw, torch.stack([left, right, mean], 1))
     flipped = extract_features(FlipProbe(), loader, flip=True, normalize=False, progress=False).feats
     avg = torch.stack([(left + right) / 2, (left + right) / 2, mean], 1)
-    torch.testing.assert_close(flipped, avg)
+    close(flipped, avg)
     unit = extract_features(FlipProbe(), loader, flip=True, normalize=True, progress=False).feats
-    torch.testing.assert_close(unit, avg / avg.norm(dim=1, keepdim=True))
+    close(unit, avg / avg.norm(dim=1, keepdim=True))
+    assert (raw.double() - avg).abs().max() > 1000 * 32 * torch.finfo(torch.float32).eps * avg.abs().max()
 
 
 def test_pairwise_distance_equals_cdist_and_chunks():
+    # float64: rounding ~1e-15 here, far below assert_close's default float64 tolerance (1e-7)
     q, g = torch.randn(13, 7, dtype=torch.float64), torch.randn(9, 7, dtype=torch.float64)
     torch.testing.assert_close(pairwise_distance(q, g), torch.cdist(q, g))
     torch.testing.assert_close(pairwise_distance(q, g, chunk=4), torch.cdist(q, g))
@@ -120,6 +131,16 @@ def test_rerank_equals_direct_implementation(k1, k2, lam):
     centres = torch.randn(4, 5)
     q = centres[torch.arange(6) % 4] + 0.3 * torch.randn(6, 5)
     g = centres[torch.arange(14) % 4] + 0.3 * torch.randn(14, 5)
+    # rerank works in float32, the direct version in float64. Their neighbour sets agree only if
+    # no two distances are closer than float32 rounding: every gap between a row's sorted
+    # (scaled) distances must exceed 10 x the float32 error of those distances.
+    x = torch.cat([q, g])
+    d64 = torch.cdist(x.double(), x.double()) ** 2
+    d64 = d64 / d64.max(1, keepdim=True).values
+    d32 = pairwise_distance(x, x, squared=True)
+    error32 = (d32 / d32.max(1, keepdim=True).values - d64).abs().max()
+    assert d64.sort(1).values.diff(dim=1).min() > 10 * error32, "near-tied distances: pick other data"
+    # then d* (between 0 and 1 + λ) differs by a few float32 rounding steps; 1e-5 is ~80 eps32
     torch.testing.assert_close(rerank(q, g, k1, k2, lam).double(), rerank_direct(q, g, k1, k2, lam),
                                atol=1e-5, rtol=1e-5)
 
@@ -166,6 +187,7 @@ def test_synthetic_data_set_with_one_hot_identity_model_gives_map_1(synthetic_sm
     assert metrics["mAP"] == 1.0 and metrics["cmc"][0] == 1.0 and metrics["mINP"] == 1.0
     assert metrics["num_valid_queries"] == len(data.query)
     same = torch.tensor([[q.pid == g.pid for g in data.gallery] for q in data.query])
+    # one-hot features are exact in float32 (0 and 1), so are their distances: 0 and sqrt(2)
     assert torch.allclose(distmat[same], torch.zeros(())) and torch.allclose(distmat[~same], torch.tensor(2.0).sqrt())
 
 
@@ -184,7 +206,7 @@ def test_evaluate_ranking_metric_option():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96, 16))
     market, d = evaluate(model, data, progress=False)
     single, d2 = evaluate(model, data, progress=False, ranking_metric="cuhk03_single_shot")
-    torch.testing.assert_close(d, d2)
+    torch.testing.assert_close(d, d2)  # the same model, images and kernels: the same distances, bit for bit
     expected = ranking_metrics(d, pids[:8], pids[8:], cams[:8], cams[8:], metric="cuhk03_single_shot")
     np.testing.assert_array_equal(single["cmc"], expected["cmc"])
     np.testing.assert_array_equal(single["cmc_market"], market["cmc"])

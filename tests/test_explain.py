@@ -8,7 +8,7 @@ import torch
 from rrid import explain
 from rrid.model import RRID, GlobalContrastivePooling, RelationModule, RRIDConfig, stripe_pool
 
-from test_model import randomise_bn, reduce_by_hand
+from test_model import float64, randomise_bn, reduce_by_hand  # noqa: F401 (float64 is a fixture)
 
 N_STRIPES = 6
 
@@ -149,6 +149,7 @@ def test_relation_maps_errors_and_mode():
     assert model.training and all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.usefixtures("float64")  # the equations in float64: default tolerances see only a wrong formula
 def test_rest_composition_and_relation_switch():
     torch.manual_seed(0)
     module = randomise_bn(RelationModule(4, 5, 3))
@@ -169,7 +170,7 @@ def test_rest_composition_and_relation_switch():
     assert sw["residual"].shape == sw["on"].shape == sw["off"].shape == (4, 3)
     for i in range(4):  # residual = R_p(T(p̄_i, r̄_i)) of stripe i
         R = reduce_by_hand(module.R_p[i], torch.cat([p_bar[:1, i], r_bar[:1, i]], 1))[0]
-        torch.testing.assert_close(sw["residual"][i], R, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(sw["residual"][i], R)
     assert torch.equal(sw["on"], q[0]) and torch.equal(sw["off"], p_bar[0])
     torch.testing.assert_close(sw["norm_on"], q[0].norm(dim=1))
     torch.testing.assert_close(sw["norm_residual"], (q[0] - p_bar[0]).norm(dim=1))
@@ -177,6 +178,7 @@ def test_rest_composition_and_relation_switch():
         explain.relation_switch({"p": p, "q": p_bar, "p_bar": p_bar})
 
 
+@pytest.mark.usefixtures("float64")  # like the Python floats it is compared with
 def test_gcp_channel_on_a_hand_made_map():
     x = torch.zeros(3, 6, 2)
     x[1] = torch.tensor([[0.1, 0.3], [0.2, 0.0], [0.9, 0.4], [0.5, 0.6], [0.0, 0.7], [0.2, 0.1]])

@@ -1,4 +1,8 @@
-"""The batch-hard triplet loss and RRID's total loss against brute-force computations."""
+"""The batch-hard triplet loss and RRID's total loss against brute-force computations.
+
+Numerical comparisons run in float64, where rounding (~1e-16) is far below the default
+tolerance of assert_close (1e-7): only a wrong formula can exceed it.
+"""
 
 import math
 
@@ -70,7 +74,7 @@ def test_triplet_needs_positives_and_negatives():
 
 def test_triplet_separate_sums_and_concat_concatenates():
     g = torch.Generator().manual_seed(0)
-    embs = [torch.randn(12, 4, generator=g) for _ in range(3)]
+    embs = [torch.randn(12, 4, generator=g, dtype=torch.float64) for _ in range(3)]  # float64: rounding ~1e-16
     separate = TripletLoss(margin=1.2)(embs, PK_LABELS)
     concat = TripletLoss(margin=1.2, mode="concat")(embs, PK_LABELS)
     torch.testing.assert_close(separate, sum(batch_hard_triplet_loss(e, PK_LABELS, 1.2) for e in embs))
@@ -88,13 +92,16 @@ def cross_entropy_by_hand(logits, labels, smoothing=0.0):
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_rrid_loss_is_triplet_plus_two_ce(smoothing):
+    # float64 throughout: the default tolerance (1e-7) then measures the formula, not rounding
     g = torch.Generator().manual_seed(0)
-    embs = [torch.randn(12, 6, generator=g, requires_grad=True) for _ in range(3)]
-    logits = [torch.randn(12, 5, generator=g, requires_grad=True) for _ in range(4)]
+    f64 = dict(generator=g, dtype=torch.float64, requires_grad=True)
+    embs = [torch.randn(12, 6, **f64) for _ in range(3)]
+    logits = [torch.randn(12, 5, **f64) for _ in range(4)]
     labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 4, 4, 4])
     loss, parts = RRIDLoss(label_smoothing=smoothing)(RRIDOutput(embs, logits), labels)
 
-    triplet = sum(torch.tensor(brute_force_triplet(e.detach(), labels.tolist(), 1.2)).mean() for e in embs)
+    triplet = sum(torch.tensor(brute_force_triplet(e.detach(), labels.tolist(), 1.2), dtype=torch.float64).mean()
+                  for e in embs)
     ce = sum(cross_entropy_by_hand(lg.detach(), labels, smoothing) for lg in logits)
     acc = sum((lg.argmax(1) == labels).float().mean() for lg in logits) / len(logits)
     torch.testing.assert_close(loss.detach(), triplet + 2 * ce)

@@ -1,5 +1,6 @@
 """The RRID model against the paper's equations, Table 2 and official-code-notes.md."""
 
+import copy
 import urllib.error
 
 import pytest
@@ -24,6 +25,7 @@ from rrid.model import (
     resnet_backbone,
     stripe_pool,
 )
+from numerics import RESNET18_RRID, float32_tolerance, max_abs_diff
 
 H, W = 96, 32  # quick-mode input: a 6 x 2 map with resnet18 and last stride 1
 LABELS = torch.tensor([0, 0, 1, 1])  # 2 identities x 2 images
@@ -36,6 +38,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def float64():
+    """Equations are checked in float64: rounding is ~1e-16 relative there, so the default
+    float64 tolerance of assert_close (rtol = atol = 1e-7) is exceeded only by a wrong formula,
+    never by the order in which a CPU's kernels happen to add (float32 would leave ~1e-6)."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(saved)
 
 
 def images(n=4, seed=0, h=H, w=W):
@@ -144,6 +157,8 @@ def test_resnet50_map_is_24x8_and_feature_is_3840(resnet50_ours_f):
     # the eval embedding is T(q of P6, P4, P2, then q0 of P6, P4, P2)
     scales = ("P6", "P4", "P2")
     expected = torch.cat([f[s]["q"].flatten(1) for s in scales] + [f[s]["q0"] for s in scales], dim=1)
+    # forward() concatenates the very tensors forward_features() returns (same kernels, same input,
+    # one thread): equal bit for bit, so the default tolerance has nothing to absorb
     torch.testing.assert_close(emb, expected)
     layer4 = model.backbone.layer4[0]
     assert layer4.conv2.stride == (1, 1) and layer4.downsample[0].stride == (1, 1)
@@ -176,6 +191,7 @@ def test_pretrained_download_failure_says_where_the_cache_is(monkeypatch, tmp_pa
 
 
 @pytest.mark.parametrize("mode, reduce", [("gmp", torch.amax), ("gap", torch.mean)])
+@pytest.mark.usefixtures("float64")
 def test_stripes_are_exact_slices_when_n_divides_h(mode, reduce):
     x = torch.randn(2, 5, 12, 3)
     for n in (2, 4, 6):
@@ -186,6 +202,7 @@ def test_stripes_are_exact_slices_when_n_divides_h(mode, reduce):
         torch.testing.assert_close(p, by_hand)
 
 
+@pytest.mark.usefixtures("float64")
 def test_other_heights_use_adaptive_pooling():
     x = torch.randn(2, 5, 7, 3)  # 7 rows into 6 / 4 stripes
     for n in (4, 6):
@@ -195,6 +212,7 @@ def test_other_heights_use_adaptive_pooling():
     assert model(images(2, h=80)).shape == (2, 3840)  # a 5 x 2 map
 
 
+@pytest.mark.usefixtures("float64")
 def test_relation_module_is_eq1():
     n, C, c = 4, 8, 3
     module = randomise_bn(RelationModule(n, C, c))
@@ -210,6 +228,7 @@ def test_relation_module_is_eq1():
         torch.testing.assert_close(q[:, i], q_i)
 
 
+@pytest.mark.usefixtures("float64")
 def test_relation_weights_are_not_shared():
     n, C, c = 6, 8, 3
     module = randomise_bn(RelationModule(n, C, c))
@@ -225,6 +244,7 @@ def test_relation_weights_are_not_shared():
 
 
 @pytest.mark.parametrize("contrast", ["official", "paper"])
+@pytest.mark.usefixtures("float64")
 def test_gcp_is_eq2(contrast):
     n, C, c = 6, 8, 3
     module = randomise_bn(GlobalContrastivePooling(C, c, contrast))
@@ -244,6 +264,7 @@ def test_gcp_is_eq2(contrast):
 
 
 @pytest.mark.parametrize("mode", ["gmp", "gap", "gap+gmp"])
+@pytest.mark.usefixtures("float64")
 def test_other_global_pools(mode):
     module = randomise_bn(GlobalPooling(mode, 8, 3))
     x = torch.randn(5, 8, 6, 2)
@@ -251,6 +272,7 @@ def test_other_global_pools(mode):
     torch.testing.assert_close(module(x), reduce_by_hand(module.layer, pooled))
 
 
+@pytest.mark.usefixtures("float64")
 def test_gcp_uses_gmp_stripes_even_with_gap_local_features():
     cfg = RRIDConfig(backbone="resnet18", scales=(4,), local_pool="gap", relation=False, global_pool="gcp")
     head = randomise_bn(ScaleHead(4, 8, cfg, num_classes=3))
@@ -296,6 +318,9 @@ def test_classifier_init_and_block_names():
     model = RRID(RRIDConfig.preset("ours-f", backbone="resnet18"), num_classes=100)
     fcs = [fc for h in model.heads.values() for fc in h.classifiers.values()]
     weights = torch.cat([fc.weight.flatten() for fc in fcs])
+    # 45 x 100 x 256 = 1.15 M draws of N(0, 0.001²): the sample std and mean scatter by
+    # 0.001 / sqrt(2 x 1.15e6) = 6.6e-7 and 0.001 / sqrt(1.15e6) = 9.3e-7, so 2e-5 is over 20 of
+    # those (and the seed is fixed), while a std of 0.01 or a Kaiming init misses by 1e-2
     assert abs(weights.std().item() - 0.001) < 0.00002 and abs(weights.mean().item()) < 0.00002
     assert all(fc.bias.abs().sum() == 0 for fc in fcs)
     assert model.block_names == [f"P6/q{i}" for i in range(1, 7)] + [f"P4/q{i}" for i in range(1, 5)] + [
@@ -359,6 +384,7 @@ def test_head_init_kaiming_and_the_config_switch():
         Reduction(8, 4, init="xavier")
 
 
+@pytest.mark.usefixtures("float64")
 def test_train_embeddings_are_the_eval_blocks():
     torch.manual_seed(0)
     model = RRID(RRIDConfig.preset("ours-f", backbone="resnet18"), num_classes=3)
@@ -383,6 +409,7 @@ def test_train_embeddings_are_the_eval_blocks():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+@pytest.mark.usefixtures("float64")
 def test_jit_trace_and_torch_export_match_eager():
     torch.manual_seed(0)
     model = randomise_bn(RRID(RRIDConfig.preset("ours-f", backbone="resnet18"), num_classes=3))
@@ -396,17 +423,47 @@ def test_jit_trace_and_torch_export_match_eager():
     assert eager.shape == (2, 3840)
 
 
+def wrong_stripes(x, n, mode="gmp"):
+    """A plausible bug: stripe i = rows [iH/n, (i+1)H/n) rounded down at both ends, so P4 on a
+    6-row map loses the rows that adaptive pooling shares between neighbouring stripes."""
+    H = x.shape[2]
+    stripes = [x[:, :, (i * H) // n: ((i + 1) * H) // n] for i in range(n)]
+    pool = (lambda s: s.amax(dim=(2, 3))) if mode == "gmp" else (lambda s: s.mean(dim=(2, 3)))
+    return torch.stack([pool(s) for s in stripes], dim=1)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_onnx_export_matches_eager(tmp_path):
+def test_onnx_export_matches_float64_eager(tmp_path, monkeypatch):
+    """onnxruntime's float32 output is as close to the float64 model as PyTorch's own float32.
+
+    The reference is the eager model in float64; both float32 results (onnxruntime, eager) must
+    lie within ``float32_tolerance`` of it (tests/numerics.py: depth x log2(fan-in) x eps32 x
+    max|output|). The bound does not depend on which kernels a CPU or an onnxruntime release
+    picks, and the two bugs below show it still catches a real fault.
+    """
     onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = randomise_bn(RRID(RRIDConfig.preset("ours-f", backbone="resnet18"), num_classes=3))
     x = images(2, seed=1)  # 6-row map: P4's stripes are adaptive bins that share a row
     torch.onnx.export(model, (x,), tmp_path / "rrid.onnx", dynamo=False, input_names=["images"])
-    session = onnxruntime.InferenceSession(str(tmp_path / "rrid.onnx"))
-    (out,) = session.run(None, {"images": x.numpy()})
+    session = onnxruntime.InferenceSession(str(tmp_path / "rrid.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {"images": x.numpy()})
+    model64 = copy.deepcopy(model).double()
     with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-4, rtol=1e-4)
+        eager32, reference = model(x), model64(x.double())
+    tol = float32_tolerance(reference, **RESNET18_RRID)
+    assert onnx_out.shape == tuple(reference.shape) == (2, 3840)
+    assert max_abs_diff(eager32, reference) <= tol
+    assert max_abs_diff(onnx_out, reference) <= tol
+
+    # the check fires on real faults, by a wide margin: a missing ReLU in R_p of P6's first
+    # stripe, and stripes with the wrong rows
+    with torch.no_grad():
+        no_relu = copy.deepcopy(model64)
+        no_relu.heads["P6"].local.R_p[0].relu = torch.nn.Identity()
+        assert max_abs_diff(no_relu(x.double()), reference) > 100 * tol
+        monkeypatch.setattr("rrid.model.stripe_pool", wrong_stripes)
+        assert max_abs_diff(model64(x.double()), reference) > 100 * tol
 
 
 def test_param_groups_cover_every_parameter_once():

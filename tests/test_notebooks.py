@@ -193,3 +193,22 @@ def test_quick_config_path_names_the_file_when_missing(monkeypatch, tmp_path):
 def test_every_table2_row_has_a_quick_config():
     for row in range(1, 14):
         assert book.quick_config_path(row).is_file()
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_first_cell_sets_the_openmp_wait_policy_before_torch_loads(given, expected):
+    """The first cell's `import rrid.book` sets OMP_WAIT_POLICY=PASSIVE (a value already set wins)
+    while torch is not loaded yet: OpenMP reads it only then (benchmarks/contention.py says why)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = os.pathsep.join([str(book.ROOT), env.get("PYTHONPATH", "")])
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    probe = "import os, sys, rrid.book; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == [expected, "False"], done.stdout + done.stderr
+    makefile = (book.ROOT / "Makefile").read_text()
+    assert "export OMP_WAIT_POLICY ?= PASSIVE" in makefile  # make book / make test kernels get it too

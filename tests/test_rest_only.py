@@ -9,7 +9,7 @@ from rrid.config import ConfigError, apply_overrides, load_config, save_config
 from rrid.losses import RRIDLoss
 from rrid.model import RRID, RelationModule, RestOnlyRelation, RRIDConfig, ScaleHead, count_parameters
 
-from test_model import images, randomise_bn, reduce_by_hand
+from test_model import float64, images, randomise_bn, reduce_by_hand  # noqa: F401 (float64 is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.usefixtures("float64")  # the equation in float64: the default tolerance sees only a wrong formula
 def test_rest_only_module_is_the_fig6_equation():
     n, C, c = 5, 8, 3
     module = randomise_bn(RestOnlyRelation(n, C, c))

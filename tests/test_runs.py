@@ -370,6 +370,7 @@ def test_eval_builds_from_the_checkpoint_alone_and_explains_a_mismatch(trained, 
     best = trained / "best.pt"
     assert main(["eval", "--config", str(config), "--checkpoint", str(best), "--json", str(tmp_path / "m.json")]) == 0
     fit_eval = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()][-1]
+    # eval runs with the config's threads as fit did: the same features and ranking; 1e-9 covers the JSON round trip
     assert json.loads((tmp_path / "m.json").read_text())["mAP"] == pytest.approx(fit_eval["mAP"], abs=1e-9)
     capsys.readouterr()
 

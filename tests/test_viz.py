@@ -215,6 +215,7 @@ def _augmentation_figure_checks(fig, n, source_images):
         mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
         resized = [(plain(img).permute(1, 2, 0) * std + mean).clamp(0, 1).numpy() for img in source_images]
         shown = [ax.images[0].get_array() for ax in rows[0]]
+        # values in [0, 1], the same x * std + mean (an FMA or not: 1 ulp, 6e-8); another image differs by far more
         assert any(np.allclose(shown[0], r, atol=1e-6) for r in resized)
 
 

@@ -73,7 +73,7 @@ def test_relation_activation_maps_panels(fig6_models):
     for row, (name, model) in zip(axes, fig6_models.items()):
         assert row[0].get_ylabel() == name
         res = explain.relation_maps(model, image)
-        for i, ax in enumerate(row[:6], start=1):
+        for i, ax in enumerate(row[:6], start=1):  # the figure's maps are relation_maps' own: equal bit for bit
             np.testing.assert_allclose(np.asarray(ax.images[1].get_array()), res.maps[0, i - 1].numpy())
             (outline,) = [p for p in ax.patches if isinstance(p, plt.Rectangle)]
             assert (outline.get_y(), outline.get_height()) == pytest.approx(((i - 1) * 20, 20))  # 120 rows / 6
@@ -88,7 +88,8 @@ def test_relation_activation_maps_panels(fig6_models):
 
 
 def test_rest_composition_highlights_stripe_i_and_its_rest():
-    p = torch.rand(1, 6, 20, generator=torch.Generator().manual_seed(0))
+    # float64: the figure's rest and the one below add in different orders; rounding ~1e-16 then
+    p = torch.rand(1, 6, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     fig = viz.rest_composition({"p": p}, 4, image=np.zeros((60, 20, 3)), channels=10)
     image_ax, all_ax, pair_ax = fig.axes
     faces = [mcolors.to_hex(r.get_facecolor()[:3]) for r in image_ax.patches]
@@ -102,8 +103,9 @@ def test_rest_composition_highlights_stripe_i_and_its_rest():
 
 def test_relation_on_off_shows_q_or_p_bar():
     g = torch.Generator().manual_seed(0)
-    p_bar, R = torch.rand(2, 4, 8, generator=g), torch.rand(2, 4, 8, generator=g)
-    features = {"p": torch.rand(2, 4, 16), "p_bar": p_bar, "r_bar": p_bar, "q": p_bar + R}
+    # float64: the figure recovers R as q - p̄, which float32 would round to ~1e-7 relative
+    p_bar, R = (torch.rand(2, 4, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    features = {"p": torch.rand(2, 4, 16, dtype=torch.float64), "p_bar": p_bar, "r_bar": p_bar, "q": p_bar + R}
     for relation in (True, False):
         fig = viz.relation_on_off(features, relation=relation, index=1, channels=8)
         left, right = fig.axes
@@ -130,7 +132,8 @@ def test_relation_cost_plots_the_formulas():
 
 @pytest.mark.parametrize("contrast", ["official", "paper"])
 def test_gcp_panel_bars_and_lines(contrast):
-    x = torch.zeros(2, 6, 2)
+    # float64, like the Python floats it is compared with (float32 would leave ~1e-7 relative)
+    x = torch.zeros(2, 6, 2, dtype=torch.float64)
     x[0] = torch.tensor([[0.1, 0.3], [0.2, 0.0], [0.9, 0.4], [0.5, 0.6], [0.0, 0.7], [0.2, 0.1]])
     for n, p in ((6, [0.3, 0.2, 0.9, 0.6, 0.7, 0.2]), (3, [0.3, 0.9, 0.7])):
         fig = viz.gcp_panel(x, 0, contrast=contrast, n=n, image=np.zeros((60, 20, 3)))
