@@ -259,7 +259,7 @@ def interact(fn, *, manual: bool = False, max_panels: int = 12, labels: dict | N
     Each keyword names an argument of ``fn`` and gives its control::
 
         [a, b, c]  or  {"label": value, ...}   one of these values
-        (min, max)  or  (min, max, step)        a range (floats when any of the three is a float)
+        (min, max)  or  (min, max, step)        a range (floats when any is a float; step 1, or 1/100 of it)
         True / False                            on or off
         an ipywidgets control                   used as it is; its value is the default
 
@@ -321,7 +321,8 @@ class _Control:
                 raise ValueError(f"interact: the default {name}={default!r} is not one of {list(values)}")
             return cls(name, label, default, "choice", values, names)
         if isinstance(spec, tuple) and len(spec) in (2, 3) and all(isinstance(v, (int, float)) for v in spec):
-            low, high, step = (*spec, 1) if len(spec) == 2 else spec
+            floats = any(isinstance(v, float) for v in spec)
+            low, high, step = spec if len(spec) == 3 else (*spec, (spec[1] - spec[0]) / 100 if floats else 1)
             if not (low < high and step > 0):
                 raise ValueError(f"interact: {name}={spec!r} is not (min, max[, step]) with min < max and step > 0")
             default = default if given else low
