@@ -176,9 +176,10 @@ SHOWN = """widget => [...widget.querySelectorAll('.rrid-panel')]
                     images: [...panel.querySelectorAll('img')]
                         .filter(img => img.getBoundingClientRect().height > 0).map(img => img.src)}))"""
 
-# Form controls inside cell outputs that rrid.book.interact did not make.
+# Form controls inside cell outputs that neither rrid.book.interact nor the theme made (the theme's
+# copy buttons, sphinx-copybutton, work without a kernel).
 STRAY_CONTROLS = """() => [...document.querySelectorAll(
-        '.cell_output input, .cell_output select, .cell_output button, .cell_output textarea')]
+        '.cell_output input, .cell_output select, .cell_output button:not(.copybtn), .cell_output textarea')]
     .filter(element => !element.closest('.rrid-interact')).map(element => element.outerHTML.slice(0, 160))"""
 
 
