@@ -10,7 +10,8 @@ export RRID_MODE ?= quick
 export TQDM_DISABLE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
-# live plots draw once, at the end, in the built book and under nbval
+# static pages (rrid.book.is_static): live plots draw once, at the end, and rrid.book.interact
+# embeds its outputs, in the built book and under nbval
 export RRID_LIVEPLOT ?= static
 # idle OpenMP threads sleep instead of spinning, so a busy CPU does not stall quick mode
 # (benchmarks/contention.py); read once when torch loads, so it is set for every process here

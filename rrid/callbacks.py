@@ -13,9 +13,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 __all__ = ["Callback", "LivePlot"]
 
 
@@ -38,32 +35,23 @@ class Callback:
         pass
 
 
-def _in_notebook() -> bool:
-    """True inside a Jupyter or Colab kernel (not under nbval, pytest or a terminal)."""
-    if os.environ.get("RRID_LIVEPLOT") == "static" or "NBVAL" in os.environ or "PYTEST_CURRENT_TEST" in os.environ:
-        return False
-    if os.environ.get("RRID_LIVEPLOT") == "live" or "google.colab" in sys.modules:
-        return True
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-
-
 class LivePlot(Callback):
     """Loss parts, learning rates and mAP as training goes.
 
     In Jupyter and Colab the figure is redrawn in place every ``every`` steps (one display
-    handle, updated with the new figure). Under nbval, pytest, ``RRID_LIVEPLOT=static`` or a
-    plain terminal it draws once, at the end, and leaves the figure open, so ``plt.show()``
-    shows it. Either way ``self.fig`` keeps the last figure (``display(plot.fig)``).
+    handle, updated with the new figure). On static pages (:func:`rrid.book.is_static`: the
+    built book, nbval, pytest, ``RRID_LIVEPLOT=static``, a plain terminal) it draws once, at the
+    end, and leaves the figure open, so ``plt.show()`` shows it. Either way ``self.fig`` keeps
+    the last figure (``display(plot.fig)``).
     """
 
     def __init__(self, every: int = 10, live: bool | None = None, figsize: tuple[float, float] = (11, 3.2)):
         self.every, self.figsize = every, figsize
-        self.live = _in_notebook() if live is None else live
+        if live is None:
+            from rrid.book import is_static
+
+            live = not is_static()
+        self.live = live
         self.steps: list[int] = []
         self.parts: dict[str, list[float]] = {"total": [], "triplet": [], "ce": []}
         self.acc: list[float] = []

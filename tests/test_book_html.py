@@ -4,6 +4,11 @@ Runs after ``make book`` (CI always builds first). For each chapter in ``_toc.ym
 screenshot to ``_build/screenshots/<chapter>.png`` and checks the rendered DOM: the chapter's
 figures are there (``img`` inside cell outputs) and no cell shows an error (a traceback, an
 error on stderr, or myst-nb's "execution failed" warning).
+
+No control on a page does nothing when used: no page embeds an ipywidgets view (widgets go
+through ``rrid.book.interact``), no cell output holds a form control of its own, and every option
+of every ``interact`` control is clicked (Playwright driving the same Chromium) and must change
+the figure shown.
 """
 
 import os
@@ -68,6 +73,20 @@ def chromium():
             pytest.fail(f"chromium is missing under CI=true: {INSTALL_CHROMIUM}")
         pytest.skip(f"chromium is not installed: {INSTALL_CHROMIUM}")
     return path
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """Playwright's Chromium API on the system chromium (``playwright install`` is never needed)."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="rrid-playwright-") as profile, sync_playwright() as pw:
+        # Playwright passes its own --headless and profile, and needs real time: drop ours
+        own = ("--headless", "--user-data-dir", "--virtual-time-budget")
+        flags = [flag for flag in chromium_flags(profile) if not flag.startswith(own)]
+        browser = pw.chromium.launch(executable_path=chromium, args=flags)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")
@@ -155,3 +174,60 @@ def test_chapter_page_renders_with_figures_and_no_errors(chapter, chromium, html
     assert "execution failed" not in warnings and "executing notebook failed" not in warnings, f"{chapter}: execution failed"
     assert scan.images >= expected_figures(chapter), (
         f"{chapter}: {scan.images} figures in cell outputs, expected at least {expected_figures(chapter)}")
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+# The panels of one rrid.book.interact output that the page shows now: values and image sources.
+SHOWN = """widget => [...widget.querySelectorAll('.rrid-panel')]
+    .filter(panel => getComputedStyle(panel).display !== 'none')
+    .map(panel => ({values: panel.dataset.values,
+                    images: [...panel.querySelectorAll('img')]
+                        .filter(img => img.getBoundingClientRect().height > 0).map(img => img.src)}))"""
+
+# Form controls inside cell outputs that neither rrid.book.interact nor the theme made (the theme's
+# copy buttons, sphinx-copybutton, work without a kernel).
+STRAY_CONTROLS = """() => [...document.querySelectorAll(
+        '.cell_output input, .cell_output select, .cell_output button:not(.copybtn), .cell_output textarea')]
+    .filter(element => !element.closest('.rrid-interact')).map(element => element.outerHTML.slice(0, 160))"""
+
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_every_control_on_the_page_changes_what_it_shows(chapter, browser, html_dir):
+    page_file = html_dir / f"{chapter}.html"
+    assert page_file.is_file(), f"{page_file} was not built"
+    assert WIDGET_VIEW not in page_file.read_text(encoding="utf-8"), (
+        f"{chapter}: the page embeds an ipywidgets view, a control that does nothing without a kernel; "
+        "make the widget with rrid.book.interact")
+
+    page = browser.new_page()
+    # the page as a reader without a network sees it: only files from the build
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+    page.goto(page_file.as_uri())
+    stray = page.evaluate(STRAY_CONTROLS)
+    assert not stray, f"{chapter}: controls in cell outputs that rrid.book.interact did not make: {stray}"
+
+    for widget in page.locator(".rrid-interact").all():
+        groups = widget.locator(".rrid-control").all()
+        if not groups:  # too many values to embed: the default output and a note, and no control
+            assert widget.locator("input, select, button, label").count() == 0
+            assert "Interactive in Jupyter or Colab" in widget.locator(".rrid-interact-note").inner_text()
+            assert widget.locator("img").count() + widget.locator("pre").count() >= 1, f"{chapter}: no output"
+            continue
+        name = widget.get_attribute("id")
+        for group in groups:
+            options = group.locator("label.rrid-option").all()
+            assert len(options) >= 2, f"{chapter} {name}: a control with one value cannot change anything"
+            for k, option in enumerate(options):
+                if page.evaluate("id => document.getElementById(id).checked", option.get_attribute("for")):
+                    options[(k + 1) % len(options)].click()  # start from another value
+                before = widget.evaluate(SHOWN)
+                option.click()
+                after = widget.evaluate(SHOWN)
+                assert len(after) == 1 and after[0]["images"], (
+                    f"{chapter} {name}: after clicking {option.inner_text()!r}, {len(after)} panels show "
+                    "(expected one, with a visible figure)")
+                assert after[0]["images"] != before[0]["images"], (
+                    f"{chapter} {name}: clicking {option.inner_text()!r} did not change the figure "
+                    f"({before[0]['values']} -> {after[0]['values']})")
+    page.close()
