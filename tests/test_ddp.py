@@ -113,8 +113,12 @@ def test_two_process_gloo_run_resumes_and_matches_one_process(tmp_path):
     for name, p in params.items():
         tol = 1e-4 * p.detach().abs().max().item()
         torch.testing.assert_close(last["model"][name], p.detach(), rtol=0, atol=tol, msg=name)
-        # the check can fail: six steps moved every tensor by more than 10 x its tolerance (15 x
-        # at the least, here), so a rank that skipped a step or gradients summed instead of
-        # averaged would show
+        # the check can fail: six steps moved every tensor by more than 10 x its tolerance, so a
+        # rank that skipped a step or gradients summed instead of averaged would show. Not the
+        # bias of a conv that feeds a BatchNorm (every Reduction's conv.bias): BN subtracts the
+        # batch mean, so its gradient is exactly zero and only weight decay moves it, by
+        # lr x 5e-4 x |b| a step.
+        if name.endswith(".conv.bias"):
+            continue
         moved = (p.detach() - initial[name].detach()).abs().max().item()
         assert moved > 10 * tol, f"{name} moved by {moved:.2e} only, within 10 x its tolerance {tol:.2e}"
