@@ -280,7 +280,7 @@ detected images; the labeled ones are 7,368 / 1,400 / 5,328."""
 class LaterMethod:
     """A Market-1501 result of a method that the paper's Table 1 does not include.
 
-    Accuracies in percent, single query, without re-ranking (as Table 1's). ``cite`` is the
+    Accuracies in percent, without re-ranking (``source`` says where that is stated). ``cite`` is the
     method's BibTeX key in ``book/references.bib``; ``year`` the year of that publication.
     ``input_size`` is (height, width) of the training and test images of the run that produced
     the numbers, ``backbone`` what extracts the feature. ``rerun`` is True when the numbers are

@@ -618,8 +618,8 @@ def market1501_landscape(later=None, zoom=(93.5, 96.5, 80.0, 91.0)):
     axes[0].set_title("Market-1501: every method")
     axes[1].set(xlim=(x0, x1), ylim=(y0, y1), title="the dashed box, enlarged")
     axes[1].legend(*axes[0].get_legend_handles_labels(), loc="lower right", fontsize="small", frameon=True)
-    fig.text(0.99, 0.01, "Single query; RRID's and the later methods' numbers without re-ranking. Re-run: a model "
-             "zoo's or re-organised code's run.\nBackbones, input sizes and training recipes differ: see rrid.paper.LATER_METHODS "
+    fig.text(0.99, 0.01, "RRID's and the later methods' numbers are without re-ranking. Re-run: a model zoo's or "
+             "re-organised code's run.\nBackbones, input sizes and training recipes differ: see rrid.paper.LATER_METHODS "
              "(source and note of each row).", ha="right", va="bottom",
              fontsize="small", style="italic")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
