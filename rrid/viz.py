@@ -13,6 +13,8 @@
   without R_p), :func:`relation_cost` (n against parameters, MACs and feature size, from
   :mod:`rrid.profile`), :func:`gcp_panel` (one channel's p_i, p_max, p_avg, p_cont, any n).
 * :func:`table1_tradeoff`: mAP against feature size for every method of Table 1.
+* :func:`market1501_landscape`: Market-1501 mAP against rank-1 for Table 1 and for later methods
+  (``rrid.paper.LATER_METHODS``, published numbers with their sources).
 * :func:`architecture`: the network of any ``RRIDConfig`` (Figs. 1 and 2), annotated with the
   shapes of its own forward pass (:func:`architecture_shapes`).
 * :func:`augmentation_batch`: real images as the training transform hands them to the model
