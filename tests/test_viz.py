@@ -272,3 +272,6 @@ def test_market1501_landscape_points_zoom_and_labels():
     only_published = viz.market1501_landscape(later=[r for r in paper.LATER_METHODS if not r.rerun])
     gids = {c.get_gid() for c in only_published.axes[1].collections}
     assert "points:rerun" not in gids and "points:later" in gids
+    import matplotlib.pyplot as plt
+
+    plt.close(fig), plt.close(only_published)
