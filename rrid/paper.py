@@ -14,6 +14,9 @@ that quote them.
 * :data:`TABLE4` (:class:`Table4Row`): one 256-d global feature q_0 of q^P6 per pooling.
 * :data:`REST_ONLY`, :data:`TRAINING`, :data:`DATASETS`, :data:`TABLE3_MEAN_GAIN`: numbers
   quoted in the text.
+* :data:`LATER_METHODS` (:class:`LaterMethod`): Market-1501 results of methods that Table 1
+  does not include, published beside or after RRID, each with where its numbers were read.
+  Not the paper's numbers: they are held here so that they, too, are written once.
 * :func:`table_rows` (a list of plain dicts) and :func:`format_table` /
   :func:`show_table` (Markdown or HTML for a notebook).
 """
@@ -29,6 +32,7 @@ __all__ = [
     "Table1Row", "Table2Row", "Table3Row", "Table4Row", "Result", "Training", "DatasetSize",
     "TABLE1", "TABLE2", "TABLE3", "TABLE4", "REST_ONLY", "TRAINING", "DATASETS", "TABLE3_MEAN_GAIN",
     "CITATIONS", "DUKE_NOTE", "COLUMNS", "table_rows", "format_table", "show_table",
+    "LaterMethod", "LATER_METHODS",
 ]
 
 DUKE_NOTE = ("The DukeMTMC-reID columns of Table 1 are not in the paper text available here; "
@@ -267,6 +271,84 @@ DATASETS = {
 }
 """The paper's split sizes. Its CUHK03 numbers (7,365 / 1,400 / 5,332) are those of the
 detected images; the labeled ones are 7,368 / 1,400 / 5,328."""
+
+
+# ----------------------------------------------------------------------------- not the paper: later methods
+
+
+@dataclass(frozen=True)
+class LaterMethod:
+    """A Market-1501 result of a method that the paper's Table 1 does not include.
+
+    Accuracies in percent, without re-ranking (``source`` says where that is stated). ``cite`` is the
+    method's BibTeX key in ``book/references.bib``; ``year`` the year of that publication.
+    ``input_size`` is (height, width) of the training and test images of the run that produced
+    the numbers, ``backbone`` what extracts the feature. ``rerun`` is True when the numbers are
+    not those the method's paper printed but a later run of released code (a model zoo, or the
+    authors' re-organised code); False when they are the method's authors' own reported result.
+    ``source`` says exactly where each number was read; ``note`` what else a reader comparing
+    it with RRID must know.
+    """
+
+    method: str
+    cite: str
+    year: int
+    backbone: str
+    input_size: tuple[int, int]
+    market_map: float
+    market_rank1: float
+    market_minp: float | None
+    rerun: bool
+    source: str
+    note: str = ""
+
+
+LATER_METHODS = [
+    LaterMethod(
+        "BoT", "luo2019bag", 2019, "ResNet-50, one global feature", (256, 128), 85.9, 94.5, 59.4, False,
+        source=("rank-1 and mAP: Luo et al. (2019), abstract, and the '+Center loss' row (the one before "
+                "'+Reranking') of the Results table in the authors' repository README "
+                "(michuanhaohao/reid-strong-baseline); mINP: the table of the "
+                "ReID-Survey README (mangye16/ReID-Survey, row 'BNNneck'), computed by Ye et al. (mINP is theirs, "
+                "later than BoT); input size: the repository's configs/softmax_triplet_with_center.yml"),
+        note=("a 'bag of tricks' on a plain ResNet-50: warm-up, random erasing, label smoothing, last stride 1, "
+              "BNNeck and centre loss, which take the README's standard baseline from 87.7 / 74.0 to 94.5 / 85.9 "
+              "(rank-1 / mAP); with k-reciprocal re-ranking the same README reports 95.4 / 94.2")),
+    LaterMethod(
+        "ABD-Net", "chen2019abd", 2019, "ResNet-50 with attention modules", (384, 128), 88.3, 95.6, 66.2, False,
+        source=("rank-1 and mAP: the authors' README (VITA-Group/ABD-Net), Results table: Top-1 95.60, mAP 88.28 "
+                "(rounded here to one decimal, as the ReID-Survey README prints them); mINP: the ReID-Survey README, "
+                "computed by Ye et al.; input size: the example command of the repository's "
+                "README_Training_and_Testing_Guides.md (--height 384 --width 128); its code has no re-ranking option "
+                "(args.py)"),
+        note="channel and position attention with orthogonality regularisation; a global and an attentive branch"),
+    LaterMethod(
+        "AGW", "ye2021deep", 2021, "ResNet-50 with non-local blocks", (256, 128), 87.8, 95.1, 65.0, False,
+        source=("the authors' ReID-Survey README (mangye16/ReID-Survey), Market-1501 table, row AGW; input size: "
+                "the repository's configs/AGW_baseline.yml (RE_RANKING: 'off')"),
+        note=("non-local attention blocks, generalised-mean pooling and a weighted regularisation triplet loss "
+              "(the README's list)")),
+    LaterMethod(
+        "TransReID*", "he2021transreid", 2021, "ViT-B/16 (overlapping patches, stride 12)", (256, 128), 89.0, 95.1,
+        None, True,
+        source=("the authors' README (damo-cv/TransReID), table 'Trained Models and logs (Size 256)', row "
+                "TransReID*(ViT), Market column '89.0 | 95.1' (mAP | R1); the README says its re-organised code "
+                "gives numbers slightly different from the paper's, whose table is not used here; settings: "
+                "configs/Market/vit_transreid_stride.yml (RE_RANKING: False)"),
+        note=("a transformer, not a CNN; its side-information embedding (SIE) feeds each image's camera id into "
+              "the network, at test time too (processor/processor.py, do_inference), which RRID does not use")),
+    LaterMethod(
+        "OSNet", "zhou2019omni", 2019, "OSNet x1.0 (2.2 M parameters)", (256, 128), 82.6, 94.2, None, True,
+        source=("torchreid's model zoo (KaiyangZhou/deep-person-reid, docs/MODEL_ZOO.md), 'Same-domain ReID', row "
+                "osnet_x1_0: '94.2 (82.6)' (rank-1 (mAP)), 2.2 M parameters (resnet50: 23.5 M in the same table); a "
+                "model-zoo run, not the OSNet paper's table; re-ranking is off by torchreid's default "
+                "(scripts/default_config.py, test.rerank = False)"),
+        note="trained with the softmax loss alone and random flips only; about a tenth of ResNet-50's parameters"),
+]
+"""Market-1501 results of five methods that Table 1 does not include, each from its authors' paper
+or repository (``source``); ``rerun`` marks the two that are later runs, not the papers' own numbers.
+This is not a leaderboard: it holds only numbers traced to where they were published, and the
+runs differ in backbone, input size and training recipe (``note``). Chapter 10 draws them."""
 
 
 # ----------------------------------------------------------------------------- display

@@ -13,6 +13,8 @@
   without R_p), :func:`relation_cost` (n against parameters, MACs and feature size, from
   :mod:`rrid.profile`), :func:`gcp_panel` (one channel's p_i, p_max, p_avg, p_cont, any n).
 * :func:`table1_tradeoff`: mAP against feature size for every method of Table 1.
+* :func:`market1501_landscape`: Market-1501 mAP against rank-1 for Table 1 and for later methods
+  (``rrid.paper.LATER_METHODS``, published numbers with their sources).
 * :func:`architecture`: the network of any ``RRIDConfig`` (Figs. 1 and 2), annotated with the
   shapes of its own forward pass (:func:`architecture_shapes`).
 * :func:`augmentation_batch`: real images as the training transform hands them to the model
@@ -33,7 +35,7 @@ import torch
 __all__ = ["use_style", "retrieval_grid", "activation_maps", "cmc_curve", "ap_histogram", "ranking_toy",
            "retrieval_comparison", "relation_activation_maps", "rest_composition", "relation_on_off",
            "relation_cost", "gcp_panel", "MATCH", "NON_MATCH", "table1_tradeoff", "architecture",
-           "architecture_shapes", "augmentation_batch", "augmentation_samples"]
+           "architecture_shapes", "augmentation_batch", "augmentation_samples", "market1501_landscape"]
 
 MATCH, NON_MATCH = "#2ca02c", "#d62728"  # green, red
 
@@ -568,6 +570,70 @@ def table1_tradeoff():
         rows.sort(key=lambda r: (not r.ours, -getattr(r, field)))  # ours first, then from the top
         _label_points(ax, [(r.feature_dim, getattr(r, field), r.method, r.ours) for r in rows],
                       marker_px=[px * styles[r.ours]["s"] ** 0.5 for r in rows])
+    return fig
+
+
+def market1501_landscape(later=None, zoom=(93.5, 96.5, 80.0, 91.0)):
+    """Market-1501 mAP against rank-1 for Table 1's methods and for later ones, in two panels.
+
+    The points are ``rrid.paper.TABLE1`` (grey circles; Ours-S and Ours-F as stars) and
+    ``later`` (default ``rrid.paper.LATER_METHODS``: diamonds, filled when the numbers are the
+    method's authors' own, hollow when ``rerun``). The left panel holds every point and a box
+    around ``zoom`` = (rank-1 low, high, mAP low, high); the right panel is that box, where the
+    methods crowd together. Each point is labelled in the panel where it is not crowded out
+    (the right panel for the points in the box). Nothing is computed: the numbers are the
+    published ones, with their different backbones, input sizes and recipes.
+    """
+    from matplotlib.patches import Rectangle
+
+    from rrid import paper
+
+    later = paper.LATER_METHODS if later is None else list(later)
+    use_style()
+    colours = sns.color_palette("colorblind")
+    groups = [  # gid, rows, style, whose labels are bold
+        ("table1", [r for r in paper.TABLE1 if not r.ours],
+         dict(marker="o", s=30, color=colours[7], label="Table 1 of Park & Ham (2020)"), False),
+        ("ours", [r for r in paper.TABLE1 if r.ours],
+         dict(marker="*", s=170, color=colours[1], edgecolor="black", linewidth=0.5, label="Ours-S, Ours-F"), True),
+        ("later", [r for r in later if not r.rerun],
+         dict(marker="D", s=45, color=colours[0], edgecolor="black", linewidth=0.5,
+              label="later, authors' numbers"), False),
+        ("rerun", [r for r in later if r.rerun],
+         dict(marker="D", s=45, facecolor="none", edgecolor=colours[0], linewidth=1.5,
+              label="later, re-run"), False),
+    ]
+    x0, x1, y0, y1 = zoom
+
+    def inside(r):
+        return x0 <= r.market_rank1 <= x1 and y0 <= r.market_map <= y1
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax in axes:
+        for gid, rows, style, _ in groups:
+            if rows:
+                ax.scatter([r.market_rank1 for r in rows], [r.market_map for r in rows], zorder=3,
+                           gid=f"points:{gid}", **style)
+        ax.set(xlabel="rank-1 (%)", ylabel="mAP (%)")
+    axes[0].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linestyle="--", edgecolor="black",
+                                linewidth=0.8, gid="zoom"))
+    axes[0].set_title("Market-1501: every method")
+    axes[1].set(xlim=(x0, x1), ylim=(y0, y1), title="the dashed box, enlarged")
+    axes[1].legend(*axes[0].get_legend_handles_labels(), loc="lower right", fontsize="small", frameon=True)
+    fig.text(0.99, 0.01, "RRID's and the later methods' numbers are without re-ranking. Re-run: a model zoo's or "
+             "re-organised code's run.\nBackbones, input sizes and training recipes differ: see rrid.paper.LATER_METHODS "
+             "(source and note of each row).", ha="right", va="bottom",
+             fontsize="small", style="italic")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    px = fig.dpi / 72  # scatter sizes are in points^2
+    for ax, here in ((axes[0], lambda r: not inside(r)), (axes[1], inside)):
+        points, sizes = [], []
+        for _, rows, style, bold in groups:
+            for r in rows:
+                if here(r):
+                    points.append((r.market_rank1, r.market_map, r.method, bold))
+                    sizes.append(px * style["s"] ** 0.5)
+        _label_points(ax, points, marker_px=sizes)
     return fig
 
 

@@ -160,3 +160,34 @@ def test_table_rows_and_formatting():
         paper.format_table(3, columns=["nope"])
     shown = paper.show_table(1, caption="Table 1")
     assert shown.data.startswith("| method |") and "*Table 1*" in shown.data and "DukeMTMC-reID" in shown.data
+
+
+# ----------------------------------------------------------------------------- later methods (not the paper's)
+
+
+def test_later_methods_types_sources_and_citations():
+    import re
+    from pathlib import Path
+
+    bib = (Path(__file__).resolve().parents[1] / "book" / "references.bib").read_text(encoding="utf-8")
+    keys = {k.lower() for k in re.findall(r"^@\w+\{([^,\s]+),", bib, re.M)}
+    hints = typing.get_type_hints(paper.LaterMethod)
+    methods = [r.method for r in paper.LATER_METHODS]
+    assert len(set(methods)) == len(methods) >= 5
+    assert not set(methods) & {r.method for r in paper.TABLE1}, "Table 1's methods live in TABLE1"
+    for r in paper.LATER_METHODS:
+        assert type(r) is paper.LaterMethod
+        for f in dataclasses.fields(r):
+            value, hint = getattr(r, f.name), hints[f.name]
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            allowed = tuple(typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,)))
+            assert isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed), (r.method, f.name)
+            if isinstance(value, float):
+                assert 0 < value < 100 and round(value, 1) == value, (r.method, f.name)  # percent, one decimal
+        assert r.cite.lower() in keys, f"{r.method}: {r.cite} is not in book/references.bib"
+        assert len(r.input_size) == 2 and all(type(v) is int and v > 0 for v in r.input_size)
+        assert 2019 <= r.year <= 2030 and r.source.strip() and r.backbone.strip()
+        if r.market_minp is not None:
+            # INP = M / rho_M <= j / rho_j for every j (rho_j <= rho_M - (M - j)), so mINP <= mAP
+            assert r.market_minp <= r.market_map, r.method
+    assert {r.rerun for r in paper.LATER_METHODS} == {True, False}  # both kinds, each marked

@@ -240,3 +240,38 @@ def test_augmentation_batch_synthetic_is_reproducible(synthetic_small):
 def test_augmentation_batch_real_images(market_mini):
     fig = viz.augmentation_batch(market_mini, n=3, seed=0, height=96, width=32)
     _augmentation_figure_checks(fig, 3, None)
+
+
+def test_market1501_landscape_points_zoom_and_labels():
+    fig = viz.market1501_landscape()
+    left, right = fig.axes[:2]
+    x0, x1, y0, y1 = 93.5, 96.5, 80.0, 91.0  # the default zoom
+    groups = {"table1": [r for r in paper.TABLE1 if not r.ours], "ours": [r for r in paper.TABLE1 if r.ours],
+              "later": [r for r in paper.LATER_METHODS if not r.rerun],
+              "rerun": [r for r in paper.LATER_METHODS if r.rerun]}
+    for ax in (left, right):
+        points = {c.get_gid()[7:]: c.get_offsets() for c in ax.collections if (c.get_gid() or "").startswith("points:")}
+        assert sorted(points) == sorted(groups)
+        for gid, rows in groups.items():
+            assert sorted(map(tuple, points[gid].tolist())) == sorted((r.market_rank1, r.market_map) for r in rows)
+    assert right.get_xlim() == (x0, x1) and right.get_ylim() == (y0, y1)
+    (box,) = [p for p in left.patches if p.get_gid() == "zoom"]
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (x0, y0, x1 - x0, y1 - y0)
+
+    def labels(ax):
+        return {t.get_gid()[6:]: t for t in ax.texts if (t.get_gid() or "").startswith("label:")}
+
+    everyone = [r for rows in groups.values() for r in rows]
+    inside = {r.method for r in everyone if x0 <= r.market_rank1 <= x1 and y0 <= r.market_map <= y1}
+    assert set(labels(right)) == inside and set(labels(left)) == {r.method for r in everyone} - inside
+    assert {"Ours-F", "TransReID*", "ABD-Net", "OSNet"} <= inside and "SVDNet" not in inside
+    for r in everyone:  # each label is anchored at its own point
+        assert {**labels(left), **labels(right)}[r.method].xy == (r.market_rank1, r.market_map)
+    assert labels(right)["Ours-F"].get_fontweight() == "bold"
+
+    only_published = viz.market1501_landscape(later=[r for r in paper.LATER_METHODS if not r.rerun])
+    gids = {c.get_gid() for c in only_published.axes[1].collections}
+    assert "points:rerun" not in gids and "points:later" in gids
+    import matplotlib.pyplot as plt
+
+    plt.close(fig), plt.close(only_published)
