@@ -29,7 +29,8 @@ _PUBLIC = {
     "Callback": "rrid.callbacks",
     "LivePlot": "rrid.callbacks",
 }
-_SUBMODULES = {"data", "metrics", "viz", "model", "losses", "evaluation", "export", "config", "train", "callbacks", "book"}
+_SUBMODULES = {"data", "metrics", "viz", "model", "losses", "evaluation", "export", "config", "train", "callbacks", "book",
+               "stats", "ablation"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 
