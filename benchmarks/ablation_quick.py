@@ -82,13 +82,14 @@ Protocol (`rrid.ablation.QUICK`; the details are in the docstrings of
   gallery, Market-1501 protocol). Input {height} x {width}.
 - **Backbone**: {backbone} from scratch, trained once for {backbone_epochs} epochs with a generic objective (softmax
   identity classification on the global average of the feature map, last stride 2, as ImageNet pre-training), then
-  frozen and used with last stride 1. It was trained with no row's head, so it favours none of them over the
-  others, though its global-average objective is closest to the GAP rows.
+  frozen and used with last stride 1. It was trained with none of the rows' heads; its global-average objective is
+  closest to the rows that pool with GAP (1, 2, 3, 6 and 10; 7 and 11 with GAP+GMP), so any bias it has would favour
+  those.
 - **Cache**: the feature maps x of the head-training images ({views} views: plain, mirrored, random flip + erasing)
   and of the test images (plain and mirrored).
 - **Heads**: for each row and seed, the package's heads of that row (`RRID` with its backbone replaced by the cache,
   `RRIDLoss`, the package's default `RRIDConfig` otherwise) trained for {epochs} epochs of P x K = {p} x {k} batches,
-  SGD lr {head_lr} (x0.1 after epochs {milestones}), momentum {momentum}, weight decay {weight_decay}. A seed fixes the
+  SGD lr {head_lr} (x0.1 after epoch {milestones}), momentum {momentum}, weight decay {weight_decay}. A seed fixes the
   batches, the views and the initial weights for every row, so differences between rows are paired.
 - **Evaluation**: flip-averaged embedding, L2-normalised, Euclidean distances; the whole embedding (Table 2) and each
   256-d block alone (Tables 3 and 4).
