@@ -377,12 +377,12 @@ def features(protocol: Protocol = QUICK, cache_dir=None, progress: bool = False)
 
 # ----------------------------------------------------------------------------- heads
 
-def head_model(row: int, seed: int, num_classes: int, in_channels_from: str = "resnet18", **overrides) -> RRID:
+def head_model(row: int, seed: int, num_classes: int, backbone: str = "resnet18", **overrides) -> RRID:
     """The ``RRID`` of Table 2's ``row`` initialised from ``seed`` (as ``rrid.train.build_model``),
     with its backbone replaced by ``nn.Identity()``: it maps feature maps x (N, C, H, W) to
     the row's embedding (eval) or ``RRIDOutput`` (train)."""
     torch.manual_seed(seed)
-    model = RRID(RRIDConfig.table2(row, backbone=in_channels_from, **overrides), num_classes)
+    model = RRID(RRIDConfig.table2(row, backbone=backbone, **overrides), num_classes)
     model.backbone = nn.Identity()
     return model
 

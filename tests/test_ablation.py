@@ -2,7 +2,6 @@
 
 import csv
 import importlib.util
-import math
 from pathlib import Path
 
 import numpy as np
