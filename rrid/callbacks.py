@@ -43,6 +43,11 @@ class LivePlot(Callback):
     built book, nbval, pytest, ``RRID_LIVEPLOT=static``, a plain terminal) it draws once, at the
     end, and leaves the figure open, so ``plt.show()`` shows it. Either way ``self.fig`` keeps
     the last figure (``display(plot.fig)``).
+
+    Several runs in one figure: call ``new_run(label)`` before each; their curves are
+    overlaid, one colour per run (``rrid.ablation.live_ablation`` does this for two rows of
+    Table 2). ``steps``, ``parts``, ``acc``, ``lr`` and ``evals`` are the current run's series,
+    ``runs`` holds them all.
     """
 
     def __init__(self, every: int = 10, live: bool | None = None, figsize: tuple[float, float] = (11, 3.2)):
@@ -52,13 +57,23 @@ class LivePlot(Callback):
 
             live = not is_static()
         self.live = live
-        self.steps: list[int] = []
-        self.parts: dict[str, list[float]] = {"total": [], "triplet": [], "ce": []}
-        self.acc: list[float] = []
-        self.lr: dict[str, list[float]] = {}
-        self.evals: list[tuple[int, float, float]] = []    # (step, mAP, rank-1)
+        self.runs: list[dict] = []
+        self.new_run(None)
         self.fig = None
         self._handle = None
+
+    def new_run(self, label: str | None) -> None:
+        """Start a new series of curves named ``label`` (a single run needs no call)."""
+        if len(self.runs) == 1 and self.runs[0]["label"] is None and not self.runs[0]["steps"]:
+            self.runs.clear()                      # the unnamed run of __init__, still empty
+        run = {"label": label, "steps": [], "parts": {"total": [], "triplet": [], "ce": []},
+               "acc": [], "lr": {}, "evals": []}
+        self.runs.append(run)
+        self.steps: list[int] = run["steps"]
+        self.parts: dict[str, list[float]] = run["parts"]
+        self.acc: list[float] = run["acc"]
+        self.lr: dict[str, list[float]] = run["lr"]
+        self.evals: list[tuple[int, float, float]] = run["evals"]    # (step, mAP, rank-1)
 
     def on_step(self, state, logs: dict) -> None:
         self.steps.append(state.step)
@@ -93,20 +108,27 @@ class LivePlot(Callback):
         if self.fig is not None:
             plt.close(self.fig)
         fig, (ax_loss, ax_lr, ax_map) = plt.subplots(1, 3, figsize=self.figsize)
-        for key, values in self.parts.items():
-            ax_loss.plot(self.steps, values, label=key if key != "ce" else "CE", lw=1)
+        several = len(self.runs) > 1
+        small = "small" if several else None
+        for r, run in enumerate(self.runs):
+            name = f"{run['label']}: " if run["label"] is not None else ""
+            colour = dict(color=f"C{r}") if several else {}
+            for key, values in run["parts"].items():
+                style = dict(ls={"total": "-", "triplet": "--", "ce": ":"}[key], **colour) if several else {}
+                ax_loss.plot(run["steps"], values, label=name + (key if key != "ce" else "CE"), lw=1, **style)
+            for g, (group, values) in enumerate(run["lr"].items()):
+                ax_lr.plot(run["steps"], values, label=name + group, **(dict(ls="-" if g == 0 else "--", **colour) if several else {}))
+            if run["evals"]:
+                steps, maps, rank1 = zip(*run["evals"])
+                ax_map.plot(steps, [100 * m for m in maps], "o-", label=name + "mAP", **colour)
+                ax_map.plot(steps, [100 * v for v in rank1], "s--", label=name + "rank-1", **colour)
         ax_loss.set(xlabel="step", ylabel="loss", title="L = L_triplet + λ L_CE")
-        ax_loss.legend(frameon=False)
-        for name, values in self.lr.items():
-            ax_lr.plot(self.steps, values, label=name)
+        ax_loss.legend(frameon=False, fontsize=small)
         ax_lr.set(xlabel="step", ylabel="learning rate", yscale="log", title="learning rates")
-        if self.lr:
-            ax_lr.legend(frameon=False)
-        if self.evals:
-            steps, maps, rank1 = zip(*self.evals)
-            ax_map.plot(steps, [100 * m for m in maps], "o-", label="mAP")
-            ax_map.plot(steps, [100 * r for r in rank1], "s--", label="rank-1")
-            ax_map.legend(frameon=False)
+        if any(run["lr"] for run in self.runs):
+            ax_lr.legend(frameon=False, fontsize=small)
+        if any(run["evals"] for run in self.runs):
+            ax_map.legend(frameon=False, fontsize=small)
         ax_map.set(xlabel="step", ylabel="%", title="evaluation")
         fig.tight_layout()
         self.fig = fig

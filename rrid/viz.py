@@ -19,6 +19,7 @@
   shapes of its own forward pass (:func:`architecture_shapes`).
 * :func:`augmentation_batch`: real images as the training transform hands them to the model
   (flip, the authors' random erasing, Zhong et al.'s), from :func:`augmentation_samples`.
+* :func:`seed_strip`: values over seeds per variant with their t interval, new runs marked.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 __all__ = ["use_style", "retrieval_grid", "activation_maps", "cmc_curve", "ap_histogram", "ranking_toy",
            "retrieval_comparison", "relation_activation_maps", "rest_composition", "relation_on_off",
            "relation_cost", "gcp_panel", "MATCH", "NON_MATCH", "table1_tradeoff", "architecture",
-           "architecture_shapes", "augmentation_batch", "augmentation_samples", "market1501_landscape"]
+           "architecture_shapes", "augmentation_batch", "augmentation_samples", "market1501_landscape", "seed_strip"]
 
 MATCH, NON_MATCH = "#2ca02c", "#d62728"  # green, red
 
@@ -1094,4 +1095,30 @@ def augmentation_batch(source=None, n: int = 8, seed: int = 0, height: int = 384
                                                ls=":", gid="erased"))
         axes[r][0].set_ylabel(label, fontsize="x-small", rotation=0, ha="right", va="center")
     fig.tight_layout(pad=0.3)
+    return fig
+
+
+def seed_strip(values: dict, marks: dict | None = None, ylabel: str = "mAP (%)", title: str | None = None,
+               confidence: float = 0.95):
+    """One column per key of ``values`` (e.g. "row 4": the committed mAP of each seed): the
+    seeds as dots, their mean and ``confidence`` t interval (``rrid.stats.mean_interval``) as a
+    bar with caps, and ``marks[key]`` (e.g. a run trained just now) as a red diamond."""
+    from rrid.stats import mean_interval
+
+    marks = marks or {}
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(values), 3.4))
+    for i, (key, vals) in enumerate(values.items()):
+        vals = np.asarray(vals, dtype=float)
+        jitter = np.linspace(-0.12, 0.12, len(vals)) if len(vals) > 1 else np.zeros(1)
+        ax.plot(i + jitter, vals, "o", color="C0", alpha=0.6, ms=5, label="committed seeds" if i == 0 else None)
+        m = mean_interval(vals, confidence)
+        if not np.isnan(m.low):
+            ax.errorbar(i + 0.3, m.mean, yerr=[[m.mean - m.low], [m.high - m.mean]], fmt="_", color="k", capsize=4,
+                        label=f"mean, {confidence:.0%} CI" if i == 0 else None)
+        if key in marks:
+            ax.plot(i, marks[key], "D", color=NON_MATCH, ms=8, label="this run" if i == 0 else None)
+    ax.set(xticks=range(len(values)), xticklabels=list(values), ylabel=ylabel, title=title)
+    ax.set_xlim(-0.6, len(values) - 0.4)
+    ax.legend(frameon=False, fontsize="small")
+    fig.tight_layout()
     return fig

@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.colors as mcolors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -60,7 +62,6 @@ def test_activation_maps_marks_the_gmp_argmax():
 
 import re  # noqa: E402
 
-import pytest  # noqa: E402
 
 from rrid import paper  # noqa: E402
 from rrid.model import RRID, RRIDConfig  # noqa: E402
@@ -275,3 +276,22 @@ def test_market1501_landscape_points_zoom_and_labels():
     import matplotlib.pyplot as plt
 
     plt.close(fig), plt.close(only_published)
+
+
+def test_seed_strip_marks_and_intervals():
+    from scipy import stats as st
+
+    values = {"row 4": [77.1, 77.3, 77.0, 77.4, 77.2], "row 5": [78.5, 78.3, 78.6, 78.2, 78.4]}
+    fig = viz.seed_strip(values, marks={"row 5": 79.0})
+    ax = fig.axes[0]
+    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert [list(d.get_ydata()) for d in dots] == list(values.values())
+    diamonds = [line for line in ax.get_lines() if line.get_marker() == "D"]
+    assert len(diamonds) == 1 and list(diamonds[0].get_xdata()) == [1] and list(diamonds[0].get_ydata()) == [79.0]
+    for container, key in zip(ax.containers, values):     # one error bar per column: the t interval
+        x = np.array(values[key])
+        lo, hi = st.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=st.sem(x))
+        caps = sorted(float(y) for line in container.lines[1] for y in line.get_ydata())
+        assert caps == pytest.approx([lo, hi])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["row 4", "row 5"]
+    plt.close(fig)

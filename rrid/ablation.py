@@ -1,0 +1,602 @@
+"""Quick ablations of Table 2 on a shared frozen backbone: the head-only protocol.
+
+Training all 13 rows of the paper's Table 2 end to end on a 2-core CPU leaves each run one
+short epoch, and then the seed-to-seed spread (2-6 mAP points) hides the paper's effects
+(0.1-3 points). This module trains only what the rows differ in, the heads, on feature maps
+computed once by one frozen backbone, so that a run takes seconds and many seeds fit:
+
+1. **Data.** One synthetic set (``rrid.data.synthetic``) whose training identities are cut in
+   two disjoint groups: the first ``backbone_ids`` train the backbone, the next
+   ``train_ids`` train the heads; the test split (``test_ids`` identities, query and
+   gallery) is disjoint from both.
+2. **Backbone.** A ResNet (``rrid.model.resnet_backbone``) trained from scratch, once, on the
+   backbone identities with a generic objective that belongs to no row: softmax identity
+   classification on the global average of the feature map, as ImageNet pre-training does
+   (and, like ImageNet models, with last stride 2). It is then frozen and used with last
+   stride 1 (the paper's surgery on its ImageNet backbone), giving x: (C, H, W).
+3. **Cache.** x of every head-training image in ``views`` views (plain, mirrored, and
+   ``views - 2`` with a random flip and the authors' random erasing) and of every test
+   image (plain and mirrored, for the flip-averaged evaluation), stored in float16.
+4. **Heads.** For a row and a seed s, the package's ``RRID`` of that row, built after
+   ``torch.manual_seed(s)`` like ``rrid.train.build_model``, with its backbone replaced by
+   the cache (``model.backbone = nn.Identity()``), is trained with ``RRIDLoss`` (Eq. 3) and
+   SGD on P x K batches (``PKSampler``, seed s). Everything random is a function of s only:
+   the same seed gives two rows the same batches, the same views and the same initial
+   weights for the layers they share the position of, so differences between rows are
+   paired.
+5. **Evaluation.** As ``rrid.evaluate``: the embedding of an image and of its mirror
+   averaged, L2-normalised, Euclidean distances, the Market-1501 protocol
+   (``evaluate_ranking``); and each 256-d block alone (Tables 3 and 4 of the paper).
+
+What it isolates: how well each head design (stripe pooling, relation module, GCP and the
+other global poolings, one or three scales, their classifiers and losses) uses one fixed
+feature map. What it cannot show: how each head's gradients shape the backbone, which the
+paper's end-to-end training includes (e.g. the relation module may teach the backbone
+better part features); nor anything about real images, ImageNet features or ResNet-50.
+The numbers are quick-mode results on synthetic data, not the paper's.
+
+``live_ablation(4, 5)`` trains two rows with their curves overlaid in one ``rrid.LivePlot``;
+``benchmarks/ablation_quick.py`` loops over rows and seeds and writes the CSV files that
+:func:`read_runs` and :func:`comparisons` read back.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rrid.files import atomic_path
+from rrid.losses import RRIDLoss
+from rrid.metrics import evaluate_ranking
+from rrid.model import BACKBONES, RRID, TABLE2, RRIDConfig, resnet_backbone
+from rrid.stats import paired_difference, verdict
+
+__all__ = ["Protocol", "QUICK", "FeatureCache", "HeadRun", "HeadState", "Comparison", "COMPARISONS",
+           "TABLE3_ROWS", "TABLE4_ROWS", "PAPER_TABLE3", "PAPER_TABLE4", "TABLE3_COMPARISONS",
+           "TABLE4_COMPARISONS", "synthetic_split", "train_backbone", "build_features", "features", "cache_info",
+           "head_model", "batches", "train_heads", "evaluate_heads", "live_ablation", "read_runs", "read_blocks",
+           "comparisons", "block_comparisons"]
+
+# The pairs of Table 2 rows whose difference the paper discusses (Park & Ham 2020, Table 2 and
+# the text around it): (A, B) means "A - B".
+COMPARISONS = [(3, 1), (3, 2), (4, 3), (5, 4), (6, 4), (7, 4), (8, 5), (8, 6), (8, 7), (9, 4),
+               (12, 9), (12, 10), (12, 11), (13, 12), (13, 8)]
+
+# Tables 3 and 4 of the paper evaluate single 256-d features of P6 on Market-1501 (mAP, %).
+# Which Table 2 rows gave those features is not stated in the paper; it is an INFERENCE:
+# Table 3 compares q_i "w/o RM" and "w/ RM" in the one-scale GMP model, i.e. rows 4 and 5;
+# Table 4 compares q_0 for the four global poolings in the one-scale model with the relation
+# module, i.e. rows 6 (GAP), 5 (GMP), 7 (GAP+GMP) and 8 (GCP).
+TABLE3_ROWS = {"w/o RM": 4, "RM": 5}
+TABLE4_ROWS = {"GAP": 6, "GMP": 5, "GAP+GMP": 7, "GCP": 8}
+PAPER_TABLE3 = {1: (29.6, 58.7), 2: (46.4, 68.5), 3: (55.3, 73.5), 4: (51.8, 71.9), 5: (49.7, 69.7),
+                6: (35.5, 55.7)}                                   # region i: (w/o RM, RM) mAP
+PAPER_TABLE4 = {"GAP": 81.0, "GMP": 81.9, "GAP+GMP": 82.5, "GCP": 84.6}   # q_0 alone, mAP
+# Table 3: q_i of row 5 - q_i of row 4, i = 1..6; Table 4: the pairs of global poolings.
+TABLE3_COMPARISONS = [(5, 4, f"P6/q{i}") for i in range(1, 7)]
+TABLE4_COMPARISONS = [(TABLE4_ROWS[a], TABLE4_ROWS[b], "P6/q0") for a, b in
+                      [("GCP", "GAP"), ("GCP", "GMP"), ("GCP", "GAP+GMP"), ("GMP", "GAP"),
+                       ("GAP+GMP", "GAP"), ("GAP+GMP", "GMP")]]
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+@dataclass(frozen=True)
+class Protocol:
+    """Every number of the head-only protocol (see the module docstring)."""
+
+    # data: one synthetic set, identities split backbone | heads | test
+    data_seed: int = 0
+    backbone_ids: int = 150
+    train_ids: int = 150
+    test_ids: int = 300
+    images_per_id: int = 10
+    height: int = 96
+    width: int = 32
+    # backbone: identity classification on GAP(x), from scratch, last stride 2, then frozen
+    backbone: str = "resnet18"
+    backbone_epochs: int = 12
+    backbone_batch: int = 64
+    backbone_lr: float = 0.05
+    backbone_seed: int = 0
+    views: int = 4                        # cached views per training image
+    # heads: the paper's head recipe (SGD, lr 1e-2, momentum 0.9, weight decay 5e-4, x0.1 steps)
+    epochs: int = 10
+    p: int = 8
+    k: int = 4
+    head_lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: tuple[int, ...] = (7,)
+    threads: int = 1
+    model_overrides: dict = field(default_factory=dict, hash=False)  # extra RRIDConfig fields
+
+    def data_key(self) -> dict:
+        return {k: getattr(self, k) for k in ("data_seed", "backbone_ids", "train_ids", "test_ids", "images_per_id")}
+
+    def backbone_key(self) -> str:
+        keys = ("height", "width", "backbone", "backbone_epochs", "backbone_batch", "backbone_lr", "backbone_seed")
+        return _digest({**self.data_key(), **{k: getattr(self, k) for k in keys}})
+
+    def features_key(self) -> str:
+        return _digest({"backbone": self.backbone_key(), "views": self.views})
+
+    def key(self) -> str:
+        """A digest of everything that sets a run's numbers: the protocol and the package's
+        ``RRIDConfig`` defaults (a new default, e.g. another head initialisation, changes it)."""
+        from dataclasses import asdict as _asdict
+
+        return _digest({"protocol": self.as_dict(), "model": _asdict(RRIDConfig(backbone=self.backbone))})
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+QUICK = Protocol()
+"""The protocol of ``benchmarks/ablation_quick.py`` (the committed results)."""
+
+
+def _digest(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_cache_dir() -> Path:
+    """Where backbones and feature caches live: ``rrid.book.cache_dir()/ablation``."""
+    from rrid.book import cache_dir
+
+    return cache_dir() / "ablation"
+
+
+def synthetic_split(protocol: Protocol = QUICK, cache_dir=None):
+    """The synthetic set of ``protocol`` (generated on first use) cut into its three groups.
+
+    Returns ``(backbone_records, train_records, dataset)``: the backbone identities' and the
+    head identities' training images (each relabelled 0..K-1) and the ``Market1501`` data set
+    whose ``query`` / ``gallery`` are the test split. The set is written under ``cache_dir``.
+    """
+    from rrid.data import Market1501, synthetic
+    from rrid.data.datasets import relabel
+
+    pr = protocol
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = synthetic.ensure(cache / f"synthetic-{_digest(pr.data_key())}", seed=pr.data_seed,
+                            num_train_ids=pr.backbone_ids + pr.train_ids, num_test_ids=pr.test_ids,
+                            images_per_id=pr.images_per_id)
+    dataset = Market1501(path)
+    backbone = relabel([r for r in dataset.train if r.pid < pr.backbone_ids])
+    heads = relabel([r for r in dataset.train if r.pid >= pr.backbone_ids])
+    return backbone, heads, dataset
+
+
+def _threads(n: int):
+    class _Ctx:
+        def __enter__(self):
+            self.saved = torch.get_num_threads()
+            torch.set_num_threads(n)
+
+        def __exit__(self, *exc):
+            torch.set_num_threads(self.saved)
+
+    return _Ctx()
+
+
+def _build_once(path: Path, make) -> Path:
+    """Run ``make(tmp_path)`` unless ``path`` exists; a lock file keeps two processes apart."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    while not path.is_file():
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:                   # another process builds it: wait
+            if time.time() - lock.stat().st_mtime > 3600:
+                lock.unlink(missing_ok=True)      # left behind by a killed process
+            time.sleep(2)
+            continue
+        try:
+            if not path.is_file():
+                with atomic_path(path) as tmp:
+                    make(tmp)
+        finally:
+            lock.unlink(missing_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- backbone
+
+def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = False) -> nn.Sequential:
+    """The frozen backbone of ``protocol`` (trained once, then read from ``cache_dir``).
+
+    ResNet with last stride 2 + GAP + Linear(C, backbone_ids), trained from scratch with
+    cross-entropy on the backbone identities (random flip and erasing), SGD momentum 0.9,
+    weight decay 5e-4, batches of ``backbone_batch``, lr ``backbone_lr`` with a cosine decay,
+    ``backbone_epochs`` epochs. Returned with last stride 1, in eval mode, frozen.
+    """
+    pr = protocol
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache / f"backbone-{pr.backbone_key()}.pt"
+
+    def make(tmp: Path) -> None:
+        from rrid.data import ImageDataset, build_transforms
+
+        records, _, _ = synthetic_split(pr, cache)
+        with _threads(pr.threads):
+            torch.manual_seed(pr.backbone_seed)
+            net = resnet_backbone(pr.backbone, last_stride=2)
+            fc = nn.Linear(BACKBONES[pr.backbone], pr.backbone_ids)
+            data = ImageDataset(records, build_transforms(pr.height, pr.width, train=True, erasing="official"), cache={})
+            gen = torch.Generator().manual_seed(pr.backbone_seed)
+            loader = torch.utils.data.DataLoader(data, batch_size=pr.backbone_batch, shuffle=True, drop_last=True,
+                                                 generator=gen)
+            params = list(net.parameters()) + list(fc.parameters())
+            opt = torch.optim.SGD(params, lr=pr.backbone_lr, momentum=0.9, weight_decay=5e-4)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, pr.backbone_epochs * len(loader))
+            net.train()
+            for epoch in range(pr.backbone_epochs):
+                torch.manual_seed(pr.backbone_seed * 1000 + epoch)   # augmentation of this epoch
+                total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+                for images, labels, _ in loader:
+                    logits = fc(net(images).mean(dim=(2, 3)))
+                    loss = F.cross_entropy(logits, labels)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += loss.item() * len(labels)
+                    correct += int((logits.argmax(1) == labels).sum())
+                    seen += len(labels)
+                if progress:
+                    print(f"backbone epoch {epoch + 1}/{pr.backbone_epochs}: loss {total / seen:.3f}, "
+                          f"train accuracy {correct / seen:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        torch.save({"backbone": net.state_dict(), "protocol": pr.as_dict()}, tmp)
+
+    _build_once(path, make)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = resnet_backbone(pr.backbone, last_stride=1)
+    net.load_state_dict(state["backbone"])
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+# ----------------------------------------------------------------------------- feature cache
+
+class FeatureCache(NamedTuple):
+    """Backbone feature maps, computed once (float16).
+
+    train_x (V, N, C, H, W): view v of head-training image n (0 plain, 1 mirrored, 2.. augmented);
+    train_labels (N,); query_x (2, Q, C, H, W) and gallery_x (2, G, C, H, W): plain and mirrored;
+    q_pids, q_camids, g_pids, g_camids: numpy arrays for ``evaluate_ranking``.
+    """
+
+    train_x: torch.Tensor
+    train_labels: torch.Tensor
+    query_x: torch.Tensor
+    gallery_x: torch.Tensor
+    q_pids: np.ndarray
+    q_camids: np.ndarray
+    g_pids: np.ndarray
+    g_camids: np.ndarray
+    info: dict | None = None    # {"protocol": ..., "seconds": wall time of the backbone and the cache}
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.train_labels.max()) + 1
+
+
+def _embed_images(net, records, transform, seed: int, batch: int = 128) -> torch.Tensor:
+    """x = net(transform(image)) for ``records``, float16, the transform seeded per batch."""
+    from PIL import Image
+
+    from rrid.data.loaders import load_image
+
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(records), batch):
+            torch.manual_seed(seed * 100003 + s)
+            imgs = torch.stack([transform(Image.fromarray(load_image(r.path))) for r in records[s:s + batch]])
+            out.append(net(imgs).to(torch.float16))
+    return torch.cat(out)
+
+
+def build_features(protocol: Protocol = QUICK, cache_dir=None, progress: bool = False) -> FeatureCache:
+    """Compute (or read back) the feature cache of ``protocol``; see :class:`FeatureCache`."""
+    pr = protocol
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache / f"features-{pr.features_key()}.pt"
+
+    def make(tmp: Path) -> None:
+        from rrid.data import build_transforms
+
+        t0 = time.perf_counter()
+        net = train_backbone(pr, cache, progress=progress)
+        _, train, dataset = synthetic_split(pr, cache)
+        plain = build_transforms(pr.height, pr.width, train=False)
+        augmented = build_transforms(pr.height, pr.width, train=True, erasing="official")
+
+        def mirrored(img):
+            from torchvision.transforms.v2 import functional as TF
+            return plain(TF.horizontal_flip(img))
+
+        t1 = time.perf_counter()
+        with _threads(pr.threads):
+            train_views = [_embed_images(net, train, plain, 0), _embed_images(net, train, mirrored, 1)]
+            train_views += [_embed_images(net, train, augmented, v) for v in range(2, pr.views)]
+            query = [_embed_images(net, dataset.query, t, 0) for t in (plain, mirrored)]
+            gallery = [_embed_images(net, dataset.gallery, t, 0) for t in (plain, mirrored)]
+        if progress:
+            print(f"feature cache: {len(train)} x {pr.views} training views, {len(dataset.query)} query and "
+                  f"{len(dataset.gallery)} gallery images x 2 in {time.perf_counter() - t1:.0f} s", flush=True)
+        torch.save({
+            "train_x": torch.stack(train_views), "train_labels": torch.tensor([r.pid for r in train]),
+            "query_x": torch.stack(query), "gallery_x": torch.stack(gallery),
+            "q_pids": torch.tensor([r.pid for r in dataset.query]), "q_camids": torch.tensor([r.camid for r in dataset.query]),
+            "g_pids": torch.tensor([r.pid for r in dataset.gallery]),
+            "g_camids": torch.tensor([r.camid for r in dataset.gallery]),
+            "info": {"protocol": json.dumps(pr.as_dict()), "seconds": time.perf_counter() - t0},
+        }, tmp)
+
+    _build_once(path, make)
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    return FeatureCache(d["train_x"], d["train_labels"], d["query_x"], d["gallery_x"],
+                        *(d[k].numpy() for k in ("q_pids", "q_camids", "g_pids", "g_camids")), d.get("info"))
+
+
+def cache_info(protocol: Protocol = QUICK, cache_dir=None) -> dict | None:
+    """The ``info`` of the feature cache of ``protocol`` if it was built (None otherwise):
+    {"protocol": JSON text, "seconds": wall time of building the backbone and the cache}."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache / f"features-{protocol.features_key()}.pt"
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("info")
+
+
+_MEMO: dict = {}
+
+
+def features(protocol: Protocol = QUICK, cache_dir=None, progress: bool = False) -> FeatureCache:
+    """:func:`build_features`, kept in memory after the first call of a process."""
+    key = (protocol.features_key(), str(cache_dir))
+    if key not in _MEMO:
+        _MEMO[key] = build_features(protocol, cache_dir, progress)
+    return _MEMO[key]
+
+
+# ----------------------------------------------------------------------------- heads
+
+def head_model(row: int, seed: int, num_classes: int, backbone: str = "resnet18", **overrides) -> RRID:
+    """The ``RRID`` of Table 2's ``row`` initialised from ``seed`` (as ``rrid.train.build_model``),
+    with its backbone replaced by ``nn.Identity()``: it maps feature maps x (N, C, H, W) to
+    the row's embedding (eval) or ``RRIDOutput`` (train)."""
+    torch.manual_seed(seed)
+    model = RRID(RRIDConfig.table2(row, backbone=backbone, **overrides), num_classes)
+    model.backbone = nn.Identity()
+    return model
+
+
+@dataclass
+class HeadState:
+    """What callbacks see during head training (the fields of ``rrid.train.TrainerState`` it has)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epoch: int
+    step: int
+    steps_per_epoch: int
+    row: int
+    seed: int
+
+
+class HeadRun(NamedTuple):
+    """One trained (row, seed): metrics in %, per-query AP (fraction, NaN = skipped), per-block
+    (mAP, rank-1) in %, the per-epoch history and the training wall time."""
+
+    row: int
+    seed: int
+    mAP: float
+    rank1: float
+    mINP: float
+    feature_dim: int
+    all_AP: np.ndarray
+    blocks: dict
+    history: list
+    train_seconds: float
+
+
+def _metrics(emb: torch.Tensor, feats: FeatureCache) -> dict:
+    emb = F.normalize(emb, dim=1)
+    nq = len(feats.q_pids)
+    from rrid.evaluation import pairwise_distance
+
+    return evaluate_ranking(pairwise_distance(emb[:nq], emb[nq:]), feats.q_pids, feats.g_pids,
+                            feats.q_camids, feats.g_camids)
+
+
+def evaluate_heads(model: RRID, feats: FeatureCache, blocks: bool = True) -> dict:
+    """mAP, rank1, mINP (%), all_AP and, with ``blocks``, {block name: (mAP, rank1)} of ``model``
+    on the cached test split: flip-averaged embedding, L2-normalised, Euclidean distances."""
+    was = model.training
+    model.eval()
+    c = model.config.reduced_dim
+    with torch.inference_mode():
+        x = torch.cat([feats.query_x, feats.gallery_x], dim=1)          # (2, Q + G, C, H, W)
+        emb = sum(torch.cat([model(x[v, s:s + 512].float()) for s in range(0, x.shape[1], 512)]) for v in range(2)) / 2
+    model.train(was)
+    m = _metrics(emb, feats)
+    out = {"mAP": 100 * m["mAP"], "rank1": 100 * float(m["cmc"][0]), "mINP": 100 * m["mINP"],
+           "all_AP": np.asarray(m["all_AP"]), "feature_dim": emb.shape[1]}
+    if blocks:
+        out["blocks"] = {}
+        for i, name in enumerate(model.block_names):
+            b = _metrics(emb[:, i * c:(i + 1) * c], feats)
+            out["blocks"][name] = (100 * b["mAP"], 100 * float(b["cmc"][0]))
+    return out
+
+
+def batches(labels: torch.Tensor, views: int, protocol: Protocol, seed: int, epoch: int):
+    """The training batches of ``epoch`` for ``seed``: (image indices, view indices) pairs.
+
+    P x K images from ``PKSampler(seed)`` ("once" epochs), and for each a cached view drawn
+    from ``numpy.random.default_rng([seed, epoch])``. A function of (seed, epoch) only, so
+    every row trained with the same seed sees the same batches.
+    """
+    from rrid.data import PKSampler
+
+    sampler = PKSampler(labels.tolist(), p=protocol.p, k=protocol.k, epoch_length="once", seed=seed)
+    sampler.set_epoch(epoch)
+    rng = np.random.default_rng([seed, epoch])
+    for batch in sampler:
+        yield torch.tensor(batch), torch.from_numpy(rng.integers(views, size=len(batch)))
+
+
+def train_heads(row: int, seed: int, protocol: Protocol = QUICK, feats: FeatureCache | None = None,
+                callbacks: Sequence = (), eval_every: int = 0, cache_dir=None) -> HeadRun:
+    """Train the heads of Table 2's ``row`` for ``seed`` on the cached features; evaluate.
+
+    Per step: a batch of cached maps (:func:`batches`), L = L_triplet + λ L_ce (``RRIDLoss``,
+    Eq. 3), one SGD step on the heads (lr ``head_lr``, x0.1 at ``milestones``). ``callbacks``
+    get ``on_fit_start``, ``on_step(state, logs)`` (logs as in ``rrid.fit``), ``on_epoch``,
+    ``on_eval(state, metrics)`` (fractions; every ``eval_every`` epochs and after the last
+    when ``eval_every`` > 0) and ``on_fit_end``. ``train_seconds`` excludes evaluation.
+    """
+    pr = protocol
+    feats = feats if feats is not None else features(pr, cache_dir)
+    labels, views = feats.train_labels, feats.train_x.shape[0]
+    with _threads(pr.threads):
+        model = head_model(row, seed, feats.num_classes, pr.backbone, **pr.model_overrides)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=pr.head_lr, momentum=pr.momentum, weight_decay=pr.weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(pr.milestones), 0.1)
+        crit = RRIDLoss()
+        steps_per_epoch = sum(1 for _ in batches(labels, views, pr, seed, 0))
+        state = HeadState(model, opt, 0, 0, steps_per_epoch, row, seed)
+        for cb in callbacks:
+            cb.on_fit_start(state)
+        history, t0, eval_seconds = [], time.perf_counter(), 0.0
+        for epoch in range(pr.epochs):
+            state.epoch = epoch
+            sums = np.zeros(4)
+            for idx, view in batches(labels, views, pr, seed, epoch):
+                loss, parts = crit(model(feats.train_x[view, idx].float()), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                state.step += 1
+                logs = {k: float(parts[k]) for k in ("total", "triplet", "ce", "acc")}
+                sums += [logs["total"], logs["triplet"], logs["ce"], logs["acc"]]
+                logs["lr"] = {"head": opt.param_groups[0]["lr"]}
+                for cb in callbacks:
+                    cb.on_step(state, logs)
+            sched.step()
+            entry = {"epoch": epoch, "step": state.step,
+                     **dict(zip(("total", "triplet", "ce", "acc"), (sums / steps_per_epoch).tolist()))}
+            for cb in callbacks:
+                cb.on_epoch(state, entry)
+            if eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == pr.epochs):
+                e0 = time.perf_counter()
+                m = evaluate_heads(model, feats, blocks=False)
+                eval_seconds += time.perf_counter() - e0
+                entry.update(mAP=m["mAP"], rank1=m["rank1"])
+                for cb in callbacks:
+                    cb.on_eval(state, {"mAP": m["mAP"] / 100, "rank1": m["rank1"] / 100})
+            history.append(entry)
+        seconds = time.perf_counter() - t0 - eval_seconds
+        for cb in callbacks:
+            cb.on_fit_end(state)
+        m = evaluate_heads(model, feats)
+    return HeadRun(row, seed, m["mAP"], m["rank1"], m["mINP"], m["feature_dim"], m["all_AP"], m["blocks"],
+                   history, seconds)
+
+
+def live_ablation(row_a: int = 4, row_b: int = 5, seed: int = 0, protocol: Protocol = QUICK,
+                  plot=None, eval_every: int = 5, cache_dir=None) -> dict[int, HeadRun]:
+    """Train two rows of Table 2 with the same seed, their curves overlaid in one ``LivePlot``.
+
+    Returns {row: HeadRun}; ``plot`` (default a new ``rrid.LivePlot``) keeps the figure
+    (``plot.fig``). The feature cache is built on the first call, then read back.
+    """
+    from rrid.callbacks import LivePlot
+
+    plot = plot if plot is not None else LivePlot(every=20)
+    feats = features(protocol, cache_dir)
+    runs = {}
+    for row in (row_a, row_b):
+        plot.new_run(f"row {row}")
+        runs[row] = train_heads(row, seed, protocol, feats, callbacks=[plot], eval_every=eval_every)
+    return runs
+
+
+# ----------------------------------------------------------------------------- results
+
+class Comparison(NamedTuple):
+    """Row ``a`` - row ``b`` (or their ``block``): the paper's difference, the quick one, the verdict."""
+
+    a: int
+    b: int
+    block: str | None
+    paper: float
+    quick: object      # rrid.stats.PairedDifference
+    verdict: str
+
+
+def read_runs(path) -> dict[int, dict[int, dict]]:
+    """``ablation_quick.csv`` as {row: {seed: {"mAP": ..., "rank1": ..., "mINP": ...}}}."""
+    out: dict[int, dict[int, dict]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            out.setdefault(int(r["row"]), {})[int(r["seed"])] = {k: float(r[k]) for k in ("mAP", "rank1", "mINP")}
+    return out
+
+
+def read_blocks(path) -> dict[tuple[int, str], dict[int, dict]]:
+    """``blocks_quick.csv`` as {(row, block): {seed: {"mAP": ..., "rank1": ...}}}."""
+    out: dict = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            out.setdefault((int(r["row"]), r["block"]), {})[int(r["seed"])] = {k: float(r[k]) for k in ("mAP", "rank1")}
+    return out
+
+
+def _paired(per_seed_a: dict, per_seed_b: dict, key: str, confidence: float):
+    seeds = sorted(set(per_seed_a) & set(per_seed_b))
+    return paired_difference([per_seed_a[s][key] for s in seeds], [per_seed_b[s][key] for s in seeds], confidence)
+
+
+def comparisons(runs: dict, pairs=COMPARISONS, key: str = "mAP", confidence: float = 0.95) -> list[Comparison]:
+    """Paired intervals over the seeds both rows have, for each (A, B) in ``pairs``, with the
+    paper's Market-1501 difference (``TABLE2``) and :func:`rrid.stats.verdict`."""
+    out = []
+    for a, b in pairs:
+        paper = getattr(TABLE2[a - 1], "market_map" if key == "mAP" else "market_rank1") - \
+            getattr(TABLE2[b - 1], "market_map" if key == "mAP" else "market_rank1")
+        d = _paired(runs[a], runs[b], key, confidence)
+        out.append(Comparison(a, b, None, round(paper, 2), d, verdict(d, paper)))
+    return out
+
+
+def block_comparisons(blocks: dict, pairs=TABLE3_COMPARISONS + TABLE4_COMPARISONS, confidence: float = 0.95) -> list[Comparison]:
+    """Paired mAP intervals of single blocks (Tables 3 and 4), with the paper's difference."""
+    pool_of = {row: name for name, row in TABLE4_ROWS.items()}
+    out = []
+    for a, b, block in pairs:
+        if block == "P6/q0":
+            paper = PAPER_TABLE4[pool_of[a]] - PAPER_TABLE4[pool_of[b]]
+        else:
+            wo, rm = PAPER_TABLE3[int(block[-1])]
+            paper = (rm - wo) if (a, b) == (TABLE3_ROWS["RM"], TABLE3_ROWS["w/o RM"]) else (wo - rm)
+        d = _paired(blocks[a, block], blocks[b, block], "mAP", confidence)
+        out.append(Comparison(a, b, block, round(paper, 2), d, verdict(d, paper)))
+    return out

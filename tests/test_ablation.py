@@ -1,0 +1,214 @@
+"""The head-only ablation protocol (rrid.ablation) on a tiny protocol, and its benchmark script."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as st
+
+from rrid import ablation
+from rrid.callbacks import LivePlot
+from rrid.model import TABLE2
+from rrid.stats import AGREES, CANNOT_TELL
+
+# 6 + 6 training identities and 6 test identities of 4 images at 64 x 32 (a 4 x 2 map),
+# one backbone epoch: seconds on one CPU thread.
+TINY = ablation.Protocol(backbone_ids=6, train_ids=6, test_ids=6, images_per_id=4, height=64, width=32,
+                         backbone_epochs=1, backbone_batch=8, views=3, epochs=4, p=3, k=2, milestones=(3,))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("ablation")
+    return cache, ablation.features(TINY, cache)
+
+
+def test_feature_cache_shapes_and_reuse(tiny):
+    cache, feats = tiny
+    v, n, c, h, w = feats.train_x.shape
+    assert (v, n, c, h, w) == (3, 6 * 4, 512, 4, 2) and feats.train_x.dtype == torch.float16
+    assert feats.num_classes == 6 and sorted(set(feats.train_labels.tolist())) == list(range(6))
+    assert feats.query_x.shape == (2, len(feats.q_pids), 512, 4, 2) and len(feats.q_pids) == 6 * 2
+    assert feats.gallery_x.shape[:2] == (2, len(feats.g_pids))
+    # view 1 is the mirror image: the backbone map of a mirrored image is not the map of the image
+    assert not torch.equal(feats.train_x[0], feats.train_x[1])
+    # the backbone and the cache are built once: a second call reads the same files
+    files = sorted(cache.glob("*.pt"))
+    assert [f.name.split("-")[0] for f in files] == ["backbone", "features"]
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    again = ablation.build_features(TINY, cache)
+    assert torch.equal(again.train_x, feats.train_x) and [f.stat().st_mtime_ns for f in files] == mtimes
+    assert not list(cache.glob("*.lock")) and not list(cache.glob(".*.tmp"))
+
+
+def test_the_backbone_is_frozen_and_has_last_stride_1(tiny):
+    cache, _ = tiny
+    net = ablation.train_backbone(TINY, cache)
+    assert not any(p.requires_grad for p in net.parameters()) and not net.training
+    assert net(torch.zeros(1, 3, 64, 32)).shape == (1, 512, 4, 2)     # 64 / 16 x 32 / 16
+
+
+def test_head_model_is_the_package_model_without_backbone():
+    a, b = ablation.head_model(4, seed=3, num_classes=7), ablation.head_model(5, seed=3, num_classes=7)
+    assert isinstance(a.backbone, torch.nn.Identity)
+    x = torch.randn(2, 512, 6, 2)
+    a.eval()
+    assert a(x).shape == (2, TABLE2[3].feature_dim)
+    # pairing: the same seed gives both rows the same first layers (P6's p-reductions come first)
+    assert torch.equal(a.heads["P6"].local.p_layers[0].conv.weight, b.heads["P6"].local.p_layers[0].conv.weight)
+    c = ablation.head_model(4, seed=4, num_classes=7)
+    assert not torch.equal(a.heads["P6"].local.p_layers[0].conv.weight, c.heads["P6"].local.p_layers[0].conv.weight)
+
+
+def test_batches_depend_on_seed_and_epoch_only():
+    labels = torch.arange(6).repeat_interleave(4)
+    one = list(ablation.batches(labels, 3, TINY, seed=1, epoch=2))
+    two = list(ablation.batches(labels, 3, TINY, seed=1, epoch=2))
+    assert len(one) == 24 // (3 * 2) and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(one, two))
+    for idx, view in one:                                             # P identities x K images each
+        assert len(idx) == 6 and len(set(labels[idx].tolist())) == 3 and int(view.max()) < 3
+    other = list(ablation.batches(labels, 3, TINY, seed=2, epoch=2))
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(one, other))
+
+
+def test_training_lowers_the_loss_and_repeats_exactly(tiny):
+    cache, feats = tiny
+    run = ablation.train_heads(5, 0, TINY, feats)
+    again = ablation.train_heads(5, 0, TINY, feats)
+    first, last = run.history[0]["total"], run.history[-1]["total"]
+    assert last < 0.8 * first, (first, last)
+    # the same seed gives the same numbers (CPU, one thread): runs are paired and repeatable
+    assert run.mAP == again.mAP and np.array_equal(run.all_AP, again.all_AP, equal_nan=True)
+    assert [h["total"] for h in run.history] == [h["total"] for h in again.history]
+    assert run.feature_dim == TABLE2[4].feature_dim and len(run.all_AP) == len(feats.q_pids)
+    assert 0 <= run.mAP <= 100 and run.mAP == pytest.approx(100 * np.nanmean(run.all_AP), abs=1e-9)
+    assert list(run.blocks) == [f"P6/q{i}" for i in range(1, 7)] + ["P6/q0"]
+
+
+def test_evaluation_is_flip_averaged_and_matches_evaluate_ranking(tiny):
+    from rrid.evaluation import pairwise_distance
+    from rrid.metrics import evaluate_ranking
+
+    _, feats = tiny
+    model = ablation.head_model(4, 0, feats.num_classes)
+    model.eval()
+    with torch.no_grad():
+        x = torch.cat([feats.query_x, feats.gallery_x], dim=1).float()
+        emb = torch.nn.functional.normalize((model(x[0]) + model(x[1])) / 2, dim=1)
+    nq = len(feats.q_pids)
+    ref = evaluate_ranking(pairwise_distance(emb[:nq], emb[nq:]), feats.q_pids, feats.g_pids, feats.q_camids, feats.g_camids)
+    got = ablation.evaluate_heads(model, feats)
+    assert got["mAP"] == pytest.approx(100 * ref["mAP"], abs=1e-6)
+    # one block alone: its own L2 normalisation
+    q0 = torch.nn.functional.normalize(((model(x[0]) + model(x[1])) / 2)[:, -256:], dim=1)
+    ref_q0 = evaluate_ranking(pairwise_distance(q0[:nq], q0[nq:]), feats.q_pids, feats.g_pids, feats.q_camids, feats.g_camids)
+    assert got["blocks"]["P6/q0"][0] == pytest.approx(100 * ref_q0["mAP"], abs=1e-6)
+
+
+def test_live_ablation_overlays_two_rows_in_one_liveplot(tiny):
+    cache, feats = tiny
+    plot = LivePlot(live=False)
+    runs = ablation.live_ablation(4, 5, seed=0, protocol=TINY, plot=plot, eval_every=2, cache_dir=cache)
+    assert list(runs) == [4, 5]
+    assert [r["label"] for r in plot.runs] == ["row 4", "row 5"]
+    steps = TINY.epochs * (24 // 6)
+    assert [len(r["steps"]) for r in plot.runs] == [steps, steps]
+    assert [len(r["evals"]) for r in plot.runs] == [2, 2]                      # epochs 2 and 4
+    assert plot.runs[1]["evals"][-1][1] == pytest.approx(runs[5].mAP / 100)
+    # the runs are the same as a plain train_heads of the same (row, seed)
+    assert runs[4].mAP == ablation.train_heads(4, 0, TINY, feats).mAP
+    lines = plot.fig.axes[0].get_lines()
+    assert {line.get_color() for line in lines} == {"C0", "C1"}              # one colour per row
+
+
+def _write_runs(path, values):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "seed", "mAP", "rank1", "mINP"])
+        for (row, seed), m in values.items():
+            w.writerow([row, seed, m, m + 10, m - 10])
+
+
+def test_comparisons_recompute_with_scipy(tmp_path):
+    rng = np.random.default_rng(0)
+    values = {(row, s): 50 + row + rng.normal(0, 0.5) for row in range(1, 14) for s in range(5)}
+    _write_runs(tmp_path / "runs.csv", values)
+    runs = ablation.read_runs(tmp_path / "runs.csv")
+    out = ablation.comparisons(runs)
+    assert [(c.a, c.b) for c in out] == ablation.COMPARISONS
+    for c in out:
+        a = [values[c.a, s] for s in range(5)]
+        b = [values[c.b, s] for s in range(5)]
+        ci = st.ttest_rel(a, b).confidence_interval(0.95)
+        assert (c.quick.low, c.quick.high) == pytest.approx((ci.low, ci.high), abs=1e-9)
+        assert c.paper == pytest.approx(TABLE2[c.a - 1].market_map - TABLE2[c.b - 1].market_map)
+    # row 13 - row 12: +1 planted, the paper +1.6: agrees; row 12 - row 11 with one seed: cannot tell
+    assert out[ablation.COMPARISONS.index((13, 12))].verdict == AGREES
+    one = ablation.comparisons({12: {0: {"mAP": 1.0}}, 11: {0: {"mAP": 0.0}}}, [(12, 11)])
+    assert one[0].verdict == CANNOT_TELL and one[0].quick.n == 1
+
+
+def test_block_comparisons_signs():
+    blocks = {}
+    for row in (4, 5, 6, 7, 8):
+        for name in [f"P6/q{i}" for i in range(1, 7)] + ["P6/q0"]:
+            noise = np.random.default_rng(row).normal(0, 0.3, 5)
+            blocks[row, name] = {s: {"mAP": 10.0 * row + noise[s], "rank1": 0.0} for s in range(5)}
+    out = ablation.block_comparisons(blocks)
+    t3 = [c for c in out if c.block != "P6/q0"]
+    assert len(t3) == 6 and all(c.paper > 0 and c.verdict == AGREES for c in t3)     # RM + 10 in every region
+    gcp_gap = next(c for c in out if (c.a, c.b) == (8, 6))
+    expected = np.mean([blocks[8, "P6/q0"][s]["mAP"] - blocks[6, "P6/q0"][s]["mAP"] for s in range(5)])
+    assert gcp_gap.paper == pytest.approx(84.6 - 81.0) and gcp_gap.quick.mean == pytest.approx(expected)
+    gmp_gap = next(c for c in out if (c.a, c.b) == (5, 6))                            # GMP (row 5) - GAP (row 6)
+    assert gmp_gap.paper > 0 and gmp_gap.verdict == "contradicts it"
+
+
+def _benchmark_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation_quick.py"
+    spec = importlib.util.spec_from_file_location("ablation_quick", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_script_resumes_and_writes_what_it_reads(tmp_path, tiny, monkeypatch):
+    cache, _ = tiny
+    bench = _benchmark_module()
+    monkeypatch.setattr(ablation, "default_cache_dir", lambda: cache)
+    out = tmp_path / "results"
+    bench.main(["--rows", "4", "5", "--seeds", "0", "--out", str(out)], protocol=TINY)
+    first = (out / "ablation_quick.csv").read_text()
+    bench.main(["--rows", "4", "5", "--seeds", "0", "1", "--out", str(out)], protocol=TINY)
+    runs = ablation.read_runs(out / "ablation_quick.csv")
+    assert {r: sorted(s) for r, s in runs.items()} == {4: [0, 1], 5: [0, 1]}
+    assert (out / "ablation_quick.csv").read_text().startswith(first.splitlines()[0])
+    assert first.splitlines()[1] in (out / "ablation_quick.csv").read_text()       # seed 0 kept, not retrained
+    blocks = ablation.read_blocks(out / "blocks_quick.csv")
+    assert sorted(blocks[5, "P6/q3"]) == [0, 1]
+    with np.load(out / "ablation_quick_ap.npz") as z:
+        assert sorted(z.files) == ["row04_seed0", "row04_seed1", "row05_seed0", "row05_seed1"]
+        ap = z["row05_seed1"]
+    assert 100 * np.nanmean(ap) == pytest.approx(runs[5][1]["mAP"], abs=1e-3)        # the CSV has 3 decimals
+    summary = (out / "ablation_quick.md").read_text()
+    assert "| 5 - 4 |" in summary and "not the paper's\nresults" in summary
+    assert not list(out.glob(".*"))                                                  # no temp file left
+
+
+def test_end_to_end_runs_are_paired_too():
+    """rrid.fit's runs of two rows with one seed start from the same backbone and draw the
+    same batches (build_model seeds before the backbone is built; the sampler takes the seed)."""
+    from rrid.config import load_config
+    from rrid.data import PKSampler
+    from rrid.train import build_model
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "quick"
+    a = build_model(load_config(root / "row04.yaml", ["train.seed=3"]), 10)
+    b = build_model(load_config(root / "row13.yaml", ["train.seed=3"]), 10)
+    sa, sb = a.backbone.state_dict(), b.backbone.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    pids = np.repeat(np.arange(10), 4)
+    assert PKSampler(pids, 4, 2, seed=3).global_batches(0) == PKSampler(pids, 4, 2, seed=3).global_batches(0)
