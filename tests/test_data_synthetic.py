@@ -9,6 +9,7 @@ import stat
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from _faults import killed
@@ -188,3 +189,41 @@ def test_a_symlinked_folder_is_replaced_where_it_points(tmp_path):
     synthetic.ensure(link, seed=1, **TINY)  # other parameters: regenerated, through the link
     assert link.is_symlink() and synthetic.read_manifest(real)["seed"] == 1
     assert sorted(p.name for p in real.parent.iterdir()) == ["synthetic"]
+
+
+def test_shared_attributes_value_counts_and_lookalikes():
+    import numpy as np
+
+    table = synthetic.identity_attributes(seed=0, num_train_ids=150, num_test_ids=150)
+    test = table[150:]
+    a, b = test[0], test[1]
+    shared = synthetic.shared_attributes(a, b)
+    assert shared == {k: a[k] for k in synthetic.ATTRIBUTES if a[k] == b[k]}
+    assert len(shared) <= len(synthetic.ATTRIBUTES) - 2          # at least two attributes differ
+    counts = synthetic.value_counts(test)
+    for name, values in synthetic.ATTRIBUTES.items():
+        assert list(counts[name]) == [v for v, _ in values]        # every palette value, in order
+        assert sum(counts[name].values()) == 150
+        assert counts[name] == dict(Counter(p[name] for p in test)) | {v: 0 for v, _ in values if v not in counts[name]}
+    # one attribute alone: each identity has about 150 / palette size - 1 lookalikes
+    upper = synthetic.lookalikes(test, ["upper_colour"])
+    expected = np.array([counts["upper_colour"][p["upper_colour"]] - 1 for p in test])
+    assert (upper == expected).all() and upper.min() >= 150 // 8 - 1
+    assert (synthetic.lookalikes(test, list(synthetic.ATTRIBUTES)) == 0).all()   # the combination is unique
+
+
+def test_attribute_rows_are_where_the_body_parts_are():
+    rows = synthetic.attribute_rows(size=(128, 64), samples=3)
+    assert set(rows) == set(synthetic.ATTRIBUTES)
+    centre = {k: float(np.average(np.arange(128), weights=v)) for k, v in rows.items() if v.sum()}
+    # hair above the upper garment above the lower garment above the shoes (image rows, 0 = top)
+    assert centre["hair_colour"] < centre["upper_colour"] < centre["lower_colour"] < centre["shoes"]
+    assert rows["shoes"][:64].max() == 0 and rows["hair_colour"][64:].max() == 0
+
+
+def test_camera_table():
+    table = synthetic.camera_table(seed=0, num_cameras=6)
+    cams = synthetic.cameras(0, 6)
+    assert [t["camera"] for t in table] == [1, 2, 3, 4, 5, 6]
+    assert [t["blur"] for t in table] == [c.blur for c in cams]
+    assert set(table[0]) == {"camera", "cast", "brightness", "blur", "background", "clutter", "occlusion", "misalign"}

@@ -96,6 +96,54 @@ def identity_attributes(seed: int = 0, num_train_ids: int = 150, num_test_ids: i
     return [{a: ATTRIBUTES[a][c][0] for a, c in zip(names, row)} for row in codes]
 
 
+def shared_attributes(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+    """The attributes two identities (rows of :func:`identity_attributes`) have in common,
+    {attribute: value}; any two identities of one set share all but at least two."""
+    return {name: a[name] for name in ATTRIBUTES if a[name] == b[name]}
+
+
+def value_counts(table: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """How many identities of ``table`` wear each value: {attribute: {value: count}}, every
+    value of the palette listed (0 where nobody wears it)."""
+    return {name: {v: sum(row[name] == v for row in table) for v, _ in values} for name, values in ATTRIBUTES.items()}
+
+
+def lookalikes(table: list[dict[str, str]], attributes) -> np.ndarray:
+    """For each identity, how many *other* identities of ``table`` have the same values of
+    ``attributes`` (a list of attribute names): what a feature that sees only those
+    attributes cannot tell apart. 0 for every identity once the attributes single them out."""
+    keys = [tuple(row[a] for a in attributes) for row in table]
+    counts: dict[tuple, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    return np.array([counts[k] - 1 for k in keys])
+
+
+def attribute_rows(size: tuple[int, int] = (128, 64), samples: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+    """Where each attribute shows in the image: {attribute: (H,) fraction of renders in which
+    row y changes when only that attribute's value changes}.
+
+    Measured, not declared: for ``samples`` random identities, each is drawn without camera
+    effects (``render(attrs, None, ...)``) once per value of the attribute, with the same
+    random stream (so pose, stride and bag side are the same), and the rows where any two of
+    these images differ are counted. Rows are in image coordinates (0 = top), so the P_n
+    stripes of a feature map of the same image can be read against them.
+    """
+    rng = np.random.default_rng([seed, 13])
+    names = list(ATTRIBUTES)
+    out = {name: np.zeros(size[0]) for name in names}
+    for s in range(samples):
+        base = {n: ATTRIBUTES[n][int(rng.integers(len(ATTRIBUTES[n])))][0] for n in names}
+        for name in names:
+            imgs = [np.asarray(render({**base, name: v}, None, np.random.default_rng([seed, 14, s]), size), dtype=np.int16)
+                    for v, _ in ATTRIBUTES[name]]
+            changed = np.zeros(size[0], dtype=bool)
+            for img in imgs[1:]:
+                changed |= (np.abs(img - imgs[0]).max(axis=(1, 2)) > 0)
+            out[name] += changed
+    return {name: v / samples for name, v in out.items()}
+
+
 @dataclass(frozen=True)
 class Camera:
     """What one camera does to every image it takes."""
@@ -125,6 +173,15 @@ def cameras(seed: int = 0, num_cameras: int = 6) -> list[Camera]:
         out.append(Camera(tuple(float(x) for x in cast), float(brightness[c]), float(blur[c]),
                           tuple(int(x) for x in background), int(round(clutter[c])), float(occlusion[c]), float(misalign[c])))
     return out
+
+
+def camera_table(seed: int = 0, num_cameras: int = 6) -> list[dict]:
+    """The camera effects of :func:`cameras` as rows of data, one dict per camera (1-based
+    ``camera`` as in the file names ``_cC``): colour cast (per-channel gain), brightness,
+    blur radius (px), background colour, clutter objects, occlusion probability, misalignment."""
+    from dataclasses import asdict
+
+    return [{"camera": c + 1, **asdict(cam)} for c, cam in enumerate(cameras(seed, num_cameras))]
 
 
 def _value(attrs: dict[str, str], name: str):
