@@ -10,6 +10,8 @@ from the top.
 * :func:`relation_switch`: q_i with the relation module (Eq. 1) and without it (q_i = p̄_i).
 * :func:`gcp_channel`: one channel's p_i, p_max, p_avg and p_cont (Eq. 2) at any n.
 * :func:`stripe_rows`: the rows of the feature map that stripe i covers.
+* :func:`pooling_share`: where on the feature map GMP or GAP takes each part feature from
+  (the book's counterpart of the paper's Fig. 3(a)-(b), chapter 3).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from torch import Tensor
 
 from rrid.model import CONTRASTS, RelationModule, RestOnlyRelation, stripe_pool
 
-__all__ = ["RelationMaps", "relation_maps", "rest_composition", "relation_switch", "gcp_channel", "stripe_rows"]
+__all__ = ["RelationMaps", "relation_maps", "rest_composition", "relation_switch", "gcp_channel", "stripe_rows",
+           "pooling_share"]
 
 
 def stripe_rows(height: int, n: int) -> list[tuple[int, int]]:
@@ -31,6 +34,46 @@ def stripe_rows(height: int, n: int) -> list[tuple[int, int]]:
     if not (isinstance(n, int) and 1 <= n <= height):
         raise ValueError(f"n={n!r} stripes on a feature map of {height} rows: expected 1 <= n <= {height}")
     return [((i * height) // n, ((i + 1) * height + n - 1) // n) for i in range(n)]
+
+
+def pooling_share(x: Tensor, n: int, mode: str = "gmp", index: int = 0) -> Tensor:
+    """Where the part features p_1..p_n come from: (n, H, W), the share of ||p_i||_1 that each
+    cell (h, w) of stripe i contributes (0 outside the stripe's rows).
+
+    ``x``: the backbone's feature map, (N, C, H, W) or (C, H, W), non-negative (ResNet's last
+    block ends in a ReLU). With S_i the cells of stripe i (:func:`stripe_rows`) and x_k(h, w)
+    channel k of cell (h, w):
+
+        GAP: p_ik = 1/|S_i| sum_{(h,w) in S_i} x_k(h, w), so cell (h, w) contributes
+             sum_k x_k(h, w) / |S_i| to ||p_i||_1 = sum_k p_ik;
+        GMP: p_ik = max_{(h,w) in S_i} x_k(h, w), taken from the cell that holds the maximum
+             (split evenly between tied cells), so a cell contributes the p_ik of the channels
+             whose maximum it holds.
+
+    Divided by ||p_i||_1, each stripe's shares sum to 1 (all 0 for a stripe whose p_i is zero).
+    GAP spreads a part feature over every cell of its stripe, background included, in
+    proportion to the cell's activation; GMP puts it on the few cells that hold channel maxima.
+    Computed in float64 from ``stripe_pool``'s own output.
+    """
+    if mode not in ("gmp", "gap"):
+        raise ValueError(f"pooling_share: mode={mode!r}: expected 'gmp' or 'gap'")
+    x = _one(x, index, 3).to(torch.float64)
+    if (x < 0).any():
+        raise ValueError("pooling_share: expected a non-negative feature map x (the output of a ReLU)")
+    C, H, W = x.shape
+    p = stripe_pool(x[None], n, mode)[0]                      # (n, C)
+    share = torch.zeros(n, H, W, dtype=torch.float64)
+    for i, (first, stop) in enumerate(stripe_rows(H, n)):
+        cells = x[:, first:stop]                               # (C, rows, W)
+        if mode == "gap":
+            part = cells / cells[0].numel()
+        else:
+            hit = (cells == p[i][:, None, None]).to(torch.float64)
+            part = hit / hit.sum(dim=(1, 2), keepdim=True) * p[i][:, None, None]
+        total = p[i].sum()
+        if total > 0:
+            share[i, first:stop] = part.sum(0) / total
+    return share
 
 
 def _parts(parts, n: int) -> tuple[int, ...]:

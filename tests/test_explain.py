@@ -205,3 +205,54 @@ def test_gcp_channel_on_a_hand_made_map():
         explain.gcp_channel(x, 1, contrast="mean")
     with pytest.raises(ValueError, match=r"channel=3: expected 0\.\.2"):
         explain.gcp_channel(x, 3)
+
+
+def test_pooling_share_on_a_hand_made_map():
+    # C = 2 channels, H = 4 rows, W = 2 columns, n = 2 stripes of 2 rows
+    x = torch.zeros(2, 4, 2, dtype=torch.float64)
+    x[0, 0, 0], x[0, 1, 1] = 3.0, 1.0     # stripe 1, channel 0: max 3 at (0, 0)
+    x[1, 1, 0] = 1.0                      # stripe 1, channel 1: max 1 at (1, 0)
+    x[0, 2:, :] = 2.0                     # stripe 2, channel 0: max 2 tied on all four cells
+    gmp = explain.pooling_share(x, 2, "gmp")
+    expected = torch.zeros(2, 4, 2, dtype=torch.float64)
+    expected[0, 0, 0], expected[0, 1, 0] = 3 / 4, 1 / 4          # ||p_1||_1 = 3 + 1; (1, 1) holds no max
+    expected[1, 2:, :] = 1 / 4                                   # a tie is split evenly
+    torch.testing.assert_close(gmp, expected)
+    gap = explain.pooling_share(x, 2, "gap")
+    expected = torch.zeros(2, 4, 2, dtype=torch.float64)
+    expected[0, 0, 0], expected[0, 1, 1], expected[0, 1, 0] = 3 / 5, 1 / 5, 1 / 5  # channel sums / their total
+    expected[1, 2:, :] = 1 / 4
+    torch.testing.assert_close(gap, expected)
+
+
+def test_pooling_share_sums_to_one_per_stripe_and_follows_stripe_pool():
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(2, 16, 6, 3, generator=g, dtype=torch.float64))
+    for n in (1, 2, 4, 6):  # n = 4 on 6 rows: neighbouring stripes share a row
+        for mode in ("gmp", "gap"):
+            share = explain.pooling_share(x, n, mode, index=1)
+            assert share.shape == (n, 6, 3) and share.dtype == torch.float64 and (share >= 0).all()
+            torch.testing.assert_close(share.sum(dim=(1, 2)), torch.ones(n, dtype=torch.float64))
+            p = stripe_pool(x[1:], n, mode)[0]
+            for i, (first, stop) in enumerate(explain.stripe_rows(6, n)):
+                assert share[i, :first].sum() == 0 and share[i, stop:].sum() == 0, "nothing outside stripe i"
+                cells = x[1, :, first:stop]
+                if mode == "gap":  # each cell's channel sum over the stripe's total
+                    torch.testing.assert_close(share[i, first:stop], cells.sum(0) / cells.sum())
+                else:  # random values: no ties; each channel's p_ik goes to its argmax cell
+                    by_hand = torch.zeros(stop - first, 3, dtype=torch.float64)
+                    for k in range(16):
+                        r, c = divmod(int(cells[k].argmax()), 3)
+                        by_hand[r, c] += p[i, k]
+                    torch.testing.assert_close(share[i, first:stop], by_hand / p[i].sum())
+
+
+def test_pooling_share_zero_stripe_and_errors():
+    x = torch.zeros(3, 4, 2, dtype=torch.float64)
+    x[:, :2] = 1.0
+    share = explain.pooling_share(x, 2, "gmp")
+    assert share[1].abs().sum() == 0, "a stripe whose p_i is zero has no share anywhere"
+    with pytest.raises(ValueError, match="non-negative"):
+        explain.pooling_share(-x, 2)
+    with pytest.raises(ValueError, match="mode='max'"):
+        explain.pooling_share(x, 2, "max")

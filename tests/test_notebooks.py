@@ -4,7 +4,9 @@ Every chapter is an ``.ipynb`` under ``book/`` that
 * has no outputs, no execution counts and no widget state (nbval and the book build execute it);
 * is in ``_toc.yml``, and everything in ``_toc.yml`` exists;
 * starts with ``rrid.book.FIRST_CELL`` for ``_config.yml``'s ``repository.url`` (the one place
-  the URL is written), opens with "What you will learn" and ends with "Exercises".
+  the URL is written); a chapter opens with "What you will learn" and ends with "Exercises".
+The preface, ``book/intro.ipynb``, is a notebook too (it draws the paper's Fig. 1 and Table 1): it
+starts with the same first cell, explains the two modes and links every page of the book.
 The small helpers in ``rrid/book.py`` are tested here too.
 """
 
@@ -20,6 +22,8 @@ from rrid import book
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+PREFACE = ROOT / "book" / "intro.ipynb"
+CHAPTERS = [p for p in NOTEBOOKS if p != PREFACE]
 
 
 def load(path):
@@ -80,7 +84,7 @@ def test_first_cell_installs_rrid_from_the_configured_repository(path):
     assert first == book.FIRST_CELL.format(url=url), f"{path.name}: the first code cell must be rrid.book.FIRST_CELL"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_opens_with_what_you_will_learn_and_ends_with_exercises(path):
     cells = load(path)["cells"]
     title = re.sub(r"^\([\w-]+\)=\n", "", source(cells[0]))  # an optional label line first: (ch-relation)=
@@ -107,11 +111,22 @@ def test_checked_cells_check_themselves(path):
             assert re.search(r"^\s*assert ", source(cell), re.M), f"{path.name} cell {i}: a checked cell needs an assert"
 
 
-def test_preface_states_the_modes():
-    text = (ROOT / "book" / "intro.md").read_text()
-    assert text.startswith("# ")
+def markdown_of(path):
+    return "\n".join(source(c) for c in load(path)["cells"] if c["cell_type"] == "markdown")
+
+
+def test_preface_states_the_modes_and_links_every_page():
+    assert PREFACE.is_file(), "the preface is book/intro.ipynb"
+    text = markdown_of(PREFACE)
+    assert re.sub(r"^\([\w-]+\)=\n", "", text).startswith("# "), "the preface starts with its title"
     for word in ("RRID_MODE", "quick", "full", "Colab"):
         assert word in text
+    refs = set(re.findall(r"\{ref\}`(?:[^`<]*<)?([\w-]+)>?`", text))  # {ref}`label` or {ref}`text <label>`
+    assert {"notation", "glossary", "references"} <= refs, "the map links the reference pages"
+    for path in CHAPTERS:
+        label = re.match(r"\(([\w-]+)\)=\n", source(load(path)["cells"][0]))
+        if label:  # chapters open with a label line (ch-relation)= ; the map links each of them
+            assert label.group(1) in refs, f"the preface's map does not link {path.name} ({label.group(1)})"
 
 
 def test_chapters_reads_every_level_of_the_toc(tmp_path):
