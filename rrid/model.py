@@ -1,8 +1,9 @@
 """The RRID model: a relation network for part-based person re-identification.
 
 Park & Ham, "Relation Network for Person Re-identification", AAAI 2020. Where the paper
-and the authors' released code differ, the code is the default (see
-``official-code-notes.md``) and the paper's variant is an option.
+and the authors' released code differ, the code is the default (the book's chapter
+"Paper vs. the authors' code", ``book/11_paper_vs_code.ipynb``, lists each difference) and the
+paper's variant is an option.
 
 For every scale P_n (n horizontal stripes; n = 6, 4, 2 for Ours-F, n = 6 for Ours-S):
 
