@@ -58,7 +58,8 @@ class DataConfig:
                                         # openreid: the authors' Market-1501 download (rrid.data.OpenReID)
     variant: Literal["labeled", "detected"] = "labeled"   # CUHK03-NP only
     synthetic: dict = field(default_factory=dict)         # keyword arguments of rrid.data.synthetic.ensure
-    val_ids: int = 0                    # hold out this many training identities (authors' code: 100)
+    val_ids: int = 0                    # hold out the last n training identities (rrid.train.hold_out_ids); 0 for
+                                        # any data set here, 100 (the authors' code) in configs/base.yaml
     height: int = 384
     width: int = 128
     p: int = 16                         # N_K identities per batch

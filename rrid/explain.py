@@ -21,19 +21,20 @@ from typing import Mapping, NamedTuple
 import torch
 from torch import Tensor
 
-from rrid.model import CONTRASTS, RelationModule, RestOnlyRelation, stripe_pool
+from rrid.model import CONTRASTS, RelationModule, RestOnlyRelation, stripe_bounds, stripe_pool
 
 __all__ = ["RelationMaps", "relation_maps", "rest_composition", "relation_switch", "gcp_channel", "stripe_rows",
            "pooling_share"]
 
 
-def stripe_rows(height: int, n: int) -> list[tuple[int, int]]:
+def stripe_rows(height: int, n: int, slicing: str = "adaptive") -> list[tuple[int, int]]:
     """(first, stop) row of each of the n stripes on a map of ``height`` rows, as ``stripe_pool``
     slices them: floor(i H/n) .. ceil((i+1) H/n) - 1 for i = 0..n-1 (exact slices of H/n rows
-    when n divides H; neighbouring stripes share a row otherwise)."""
+    when n divides H; neighbouring stripes share a row otherwise). ``slicing="official"``: the
+    authors' int(H/n) rows per stripe from the top (``rrid.model.stripe_bounds``)."""
     if not (isinstance(n, int) and 1 <= n <= height):
         raise ValueError(f"n={n!r} stripes on a feature map of {height} rows: expected 1 <= n <= {height}")
-    return [((i * height) // n, ((i + 1) * height + n - 1) // n) for i in range(n)]
+    return stripe_bounds(height, n, slicing)
 
 
 def pooling_share(x: Tensor, n: int, mode: str = "gmp", index: int = 0) -> Tensor:

@@ -1,8 +1,9 @@
 """The RRID model: a relation network for part-based person re-identification.
 
 Park & Ham, "Relation Network for Person Re-identification", AAAI 2020. Where the paper
-and the authors' released code differ, the code is the default (see
-``official-code-notes.md``) and the paper's variant is an option.
+and the authors' released code differ, the code is the default (the book's chapter
+"Paper vs. the authors' code", ``book/11_paper_vs_code.ipynb``, lists each difference) and the
+paper's variant is an option.
 
 For every scale P_n (n horizontal stripes; n = 6, 4, 2 for Ours-F, n = 6 for Ours-S):
 
@@ -163,19 +164,45 @@ def resnet_backbone(name: str = "resnet50", pretrained: bool = False, last_strid
 # ----------------------------------------------------------------------------- parts
 
 
-def stripe_pool(x: Tensor, n: int, mode: str = "gmp") -> Tensor:
+STRIPE_SLICINGS = ("adaptive", "official")
+
+
+def stripe_bounds(height: int, n: int, slicing: str = "adaptive") -> list[tuple[int, int]]:
+    """(first, stop) row of each of the n stripes of a map of ``height`` rows, the top one first.
+
+    "adaptive" (rrid's, every row in a stripe): stripe i = 0..n-1 covers rows floor(i H/n) ..
+    ceil((i+1) H/n) - 1, the bins of torch's adaptive pooling (neighbouring stripes share a row
+    when n does not divide H). "official" (the authors' code): stripes of int(H/n) rows from the
+    top, so the bottom H mod n rows are in no stripe. Both are the exact slices of H/n rows when
+    n divides H (H = 24 at 384 x 128, for n = 2, 4, 6).
+    """
+    if slicing not in STRIPE_SLICINGS:
+        raise ValueError(f"stripe slicing={slicing!r}: expected one of {list(STRIPE_SLICINGS)}")
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n={n!r} stripes: expected an int >= 1")
+    if slicing == "official":
+        if n > height:
+            raise ValueError(f"n={n} stripes of int(H/n) rows on a feature map of {height} rows: expected n <= {height}")
+        rows = height // n
+        return [(i * rows, (i + 1) * rows) for i in range(n)]
+    return [((i * height) // n, ((i + 1) * height + n - 1) // n) for i in range(n)]
+
+
+def stripe_pool(x: Tensor, n: int, mode: str = "gmp", slicing: str = "adaptive") -> Tensor:
     """Part features p_1..p_n: max ("gmp") or mean ("gap") over n horizontal stripes.
 
-    x: (N, C, H, W) -> p: (N, n, C), p_1 the top stripe. Stripe i covers rows
+    x: (N, C, H, W) -> p: (N, n, C), p_1 the top stripe. Stripe i covers the rows of
+    ``stripe_bounds(H, n, slicing)``: with the default "adaptive", rows
     floor(i H/n) .. ceil((i+1) H/n) - 1: when n divides H these are the exact slices of height
     H/n that the authors use; for any other H they are the bins of torch's adaptive pooling
     (neighbouring stripes then share a row, e.g. P4 on the 6-row map of a 96 x 32 input).
-    Written as plain slices so that the model exports to ONNX at every height.
+    ``slicing="official"`` slices as the authors' code (int(H/n) rows each, the bottom H mod n
+    rows dropped); the model always uses "adaptive". Written as plain slices so that the model
+    exports to ONNX at every height.
     """
     if mode not in ("gmp", "gap"):
         raise ValueError(f"stripe pooling mode={mode!r}: expected 'gmp' or 'gap'")
-    H = x.shape[2]
-    stripes = [x[:, :, (i * H) // n: ((i + 1) * H + n - 1) // n] for i in range(n)]
+    stripes = [x[:, :, first:stop] for first, stop in stripe_bounds(x.shape[2], n, slicing)]
     pool = (lambda s: s.amax(dim=(2, 3))) if mode == "gmp" else (lambda s: s.mean(dim=(2, 3)))
     return torch.stack([pool(s) for s in stripes], dim=1)
 
@@ -498,7 +525,7 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = [
-    "RRIDConfig", "TABLE2", "Table2Row", "resnet_backbone", "stripe_pool", "StripePooling", "Reduction",
+    "RRIDConfig", "TABLE2", "Table2Row", "resnet_backbone", "stripe_bounds", "stripe_pool", "StripePooling", "Reduction",
     "PartReduction", "RelationModule", "RestOnlyRelation", "GlobalContrastivePooling", "GlobalPooling", "ScaleHead",
     "RRIDOutput", "RRID", "param_groups", "count_parameters",
 ]

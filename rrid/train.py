@@ -140,10 +140,15 @@ class _Split:
 
 def hold_out_ids(dataset, n: int) -> _Split:
     """Train on all but the last ``n`` training identities (the authors' code: 651 + 100 on
-    Market-1501). The held-out images are kept in ``.val``; the test split is unchanged."""
+    Market-1501; ``data.val_ids``, 100 in ``configs/base.yaml``). Training labels are 0..K-1 in
+    sorted order of the original ids, so these are the last ``n`` ids in that order. The
+    held-out images are kept in ``.val`` (``fit`` does not use them); the test split is unchanged.
+    A split that leaves fewer than 2 identities is a ``ConfigError`` naming ``data.val_ids``."""
     keep = dataset.num_train_ids - n
     if keep < 2:
-        raise ValueError(f"data.val_ids={n}: the training split has only {dataset.num_train_ids} identities")
+        raise ConfigError(f"data.val_ids={n}: expected at most {dataset.num_train_ids - 2} (the training split has "
+                          f"{dataset.num_train_ids} identities and at least 2 must remain); "
+                          "--set data.val_ids=0 trains on all of them")
     train = [r for r in dataset.train if r.pid < keep]
     val = [r for r in dataset.train if r.pid >= keep]
     return _Split(train, dataset.query, dataset.gallery, keep, val)

@@ -41,8 +41,11 @@ def test_config_loads_validates_and_builds(path):
         assert (cfg.optim.momentum, cfg.optim.weight_decay, cfg.loss.margin, cfg.loss.ce_weight) == (0.9, 5e-4, 1.2, 2.0)
         # the authors' code: the legacy single-gallery-shot CMC for CUHK03, Market-1501's elsewhere
         assert cfg.eval.metric == ("cuhk03_single_shot" if folder.startswith("cuhk03") else "market")
+        # the authors' code holds the last 100 training identities out (651 of Market-1501's 751 train)
+        assert cfg.data.val_ids == 100
     if folder == "quick":
         assert (cfg.data.dataset, cfg.model.backbone, cfg.model.pretrained) == ("synthetic", "resnet18", False)
+        assert cfg.data.val_ids == 0  # the small synthetic set trains on every identity
     # build small and offline (resnet18, no download): the embedding has the config's F-dim
     small = {**cfg.model.__dict__, "backbone": "resnet18", "pretrained": False}
     assert _embedding_dim(tuple(sorted(small.items()))) == cfg.model.feature_dim

@@ -23,6 +23,7 @@ from rrid.model import (
     count_parameters,
     param_groups,
     resnet_backbone,
+    stripe_bounds,
     stripe_pool,
 )
 from numerics import RESNET18_RRID, float32_tolerance, max_abs_diff
@@ -200,6 +201,21 @@ def test_stripes_are_exact_slices_when_n_divides_h(mode, reduce):
         by_hand = torch.stack([reduce(x[:, :, i * h:(i + 1) * h], dim=(2, 3)) for i in range(n)], dim=1)
         assert p.shape == (2, n, 5)
         torch.testing.assert_close(p, by_hand)
+
+
+def test_official_slicing_drops_the_bottom_rows():
+    """slicing="official": int(H/n) rows per stripe from the top, as the authors' code; at H = 6
+    (96 x 32 inputs) P4's stripes are rows 0, 1, 2, 3 and rows 4, 5 are in none. Where n divides
+    H it is the default slicing. Exact: each channel is one row's indicator."""
+    H = 6
+    x = torch.eye(H).reshape(1, H, H, 1)                  # channel h is 1 on row h only
+    rows = stripe_pool(x, 4, "gmp", slicing="official")[0]  # (n, H): 1 where stripe i holds row h
+    assert rows.tolist() == torch.eye(4, 6).tolist()
+    assert stripe_bounds(6, 4) == [(0, 2), (1, 3), (3, 5), (4, 6)]       # adaptive: every row, two shared
+    for H, n in ((24, 2), (24, 4), (24, 6), (6, 2), (6, 6)):
+        assert stripe_bounds(H, n, "official") == stripe_bounds(H, n) == [(i * H // n, (i + 1) * H // n) for i in range(n)]
+    with pytest.raises(ValueError, match="slicing='authors'"):
+        stripe_bounds(6, 4, "authors")
 
 
 @pytest.mark.usefixtures("float64")

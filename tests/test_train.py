@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rrid.callbacks import Callback, LivePlot
-from rrid.config import apply_overrides, load_config
+from rrid.config import ConfigError, apply_overrides, load_config
 from rrid.train import (CheckpointError, NonFiniteLossError, build_dataset, fit, load_checkpoint, load_model,
                         save_checkpoint)
 
@@ -45,6 +45,21 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+# ----------------------------------------------------------------------------- the training split
+
+def test_val_ids_holds_out_the_last_training_identities(tiny_cfg):
+    """data.val_ids = n trains on the first K - n identities (labels 0..K-n-1, as the authors'
+    651 + 100 split of Market-1501) and keeps the other n aside; the test split is untouched."""
+    whole = build_dataset(apply_overrides(tiny_cfg, ["data.val_ids=0"]))
+    split = build_dataset(apply_overrides(tiny_cfg, ["data.val_ids=4"]))
+    assert whole.num_train_ids == 16 and split.num_train_ids == 12
+    assert {r.pid for r in split.train} == set(range(12)) and {r.pid for r in split.val} == set(range(12, 16))
+    assert sorted(split.train + split.val) == sorted(whole.train)
+    assert (split.query, split.gallery) == (whole.query, whole.gallery)
+    with pytest.raises(ConfigError, match=r"data.val_ids=15: expected at most 14"):
+        build_dataset(apply_overrides(tiny_cfg, ["data.val_ids=15"]))
 
 
 # ----------------------------------------------------------------------------- learning
