@@ -30,6 +30,7 @@ SHOTS = ROOT / "_build" / "screenshots"
 
 # The least number of figures each chapter must show in quick mode (the preface: 0).
 MIN_FIGURES = {
+    "book/intro": 2,
     "book/01_reid_task": 4,
     "book/02_backbone": 2,
     "book/03_stripe_pooling": 3,
