@@ -17,7 +17,7 @@ export RRID_LIVEPLOT ?= static
 # (benchmarks/contention.py); read once when torch loads, so it is set for every process here
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv book test unit nbval html chromium clean
+.PHONY: venv prepare book test unit nbval html chromium clean
 
 venv: $(VENV)/.installed
 
@@ -27,7 +27,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[book,test,onnx]"
 	touch $@
 
-book: venv
+# One-time preparation outside the notebooks' cells: the quick ablation's backbone, feature cache and
+# the trained heads the chapters draw (rrid.ablation.prepare; seconds when they are already built)
+prepare: venv
+	$(PY) -m rrid.ablation prepare
+
+book: venv prepare
 	$(VENV)/bin/jupyter-book build --all . 
 
 # The built-page test needs Chromium. As root (a CI container) Debian's package is installed;
@@ -45,7 +50,7 @@ chromium:
 unit: venv
 	$(PY) -m pytest -q tests -m "not book_html"
 
-nbval: venv
+nbval: venv prepare
 	$(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
 
 html: book chromium

@@ -38,10 +38,17 @@ The numbers are quick-mode results on synthetic data, not the paper's.
 ``live_ablation(4, 5)`` trains two rows with their curves overlaid in one ``rrid.LivePlot``;
 ``benchmarks/ablation_quick.py`` loops over rows and seeds and writes the CSV files that
 :func:`read_runs` and :func:`comparisons` read back.
+
+For the book's figures: ``trained_model(row, seed)`` is the full model (frozen backbone + the
+row's trained heads; ``row`` 1..13 or "rest_only", the paper's Fig. 6 model), trained once and
+kept on disk; ``rank(row_or_model)`` ranks the test split from the cache (an
+``rrid.retrieval.Ranking``); ``images(paths)`` loads images as the cache saw them.
+``python -m rrid.ablation prepare`` builds all of it ahead of time (``make book`` runs it first).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -65,8 +72,9 @@ from rrid.stats import paired_difference, verdict
 __all__ = ["Protocol", "QUICK", "FeatureCache", "HeadRun", "HeadState", "Comparison", "COMPARISONS",
            "TABLE3_ROWS", "TABLE4_ROWS", "PAPER_TABLE3", "PAPER_TABLE4", "TABLE3_COMPARISONS",
            "TABLE4_COMPARISONS", "synthetic_split", "train_backbone", "build_features", "features", "cache_info",
-           "head_model", "batches", "train_heads", "evaluate_heads", "live_ablation", "read_runs", "read_blocks",
-           "comparisons", "block_comparisons"]
+           "NAMED_ROWS", "row_config", "head_model", "batches", "train_heads", "embed_cached", "evaluate_heads",
+           "live_ablation", "trained_model", "trained_run", "images", "rank", "BOOK_MODELS", "prepare", "read_runs",
+           "read_blocks", "comparisons", "block_comparisons"]
 
 # The pairs of Table 2 rows whose difference the paper discusses (Park & Ham 2020, Table 2 and
 # the text around it): (A, B) means "A - B".
@@ -119,18 +127,23 @@ class Protocol:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     milestones: tuple[int, ...] = (7,)
-    threads: int = 1
+    # CPU threads of each stage (benchmarks/ablation_threads.py measured 1 against 2); part of
+    # the keys, since the order of a parallel reduction can change the last bits of a result
+    backbone_threads: int = 1
+    feature_threads: int = 1
+    threads: int = 1                      # head training and evaluation
     model_overrides: dict = field(default_factory=dict, hash=False)  # extra RRIDConfig fields
 
     def data_key(self) -> dict:
         return {k: getattr(self, k) for k in ("data_seed", "backbone_ids", "train_ids", "test_ids", "images_per_id")}
 
     def backbone_key(self) -> str:
-        keys = ("height", "width", "backbone", "backbone_epochs", "backbone_batch", "backbone_lr", "backbone_seed")
+        keys = ("height", "width", "backbone", "backbone_epochs", "backbone_batch", "backbone_lr", "backbone_seed",
+                "backbone_threads")
         return _digest({**self.data_key(), **{k: getattr(self, k) for k in keys}})
 
     def features_key(self) -> str:
-        return _digest({"backbone": self.backbone_key(), "views": self.views})
+        return _digest({"backbone": self.backbone_key(), "views": self.views, "threads": self.feature_threads})
 
     def key(self) -> str:
         """A digest of everything that sets a run's numbers: the protocol and the package's
@@ -171,14 +184,18 @@ def synthetic_split(protocol: Protocol = QUICK, cache_dir=None):
     from rrid.data.datasets import relabel
 
     pr = protocol
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = synthetic.ensure(cache / f"synthetic-{_digest(pr.data_key())}", seed=pr.data_seed,
+    path = synthetic.ensure(_synthetic_path(pr, cache_dir), seed=pr.data_seed,
                             num_train_ids=pr.backbone_ids + pr.train_ids, num_test_ids=pr.test_ids,
                             images_per_id=pr.images_per_id)
     dataset = Market1501(path)
     backbone = relabel([r for r in dataset.train if r.pid < pr.backbone_ids])
     heads = relabel([r for r in dataset.train if r.pid >= pr.backbone_ids])
     return backbone, heads, dataset
+
+
+def _synthetic_path(protocol: Protocol, cache_dir=None) -> Path:
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache / f"synthetic-{_digest(protocol.data_key())}"
 
 
 def _threads(n: int):
@@ -191,6 +208,13 @@ def _threads(n: int):
             torch.set_num_threads(self.saved)
 
     return _Ctx()
+
+
+def _device() -> torch.device:
+    """Where the backbone is trained and the cache computed: a CUDA GPU when there is one (the
+    numbers then differ from a CPU build in their last bits), else the CPU. Heads always train
+    on the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _build_once(path: Path, make) -> Path:
@@ -232,10 +256,12 @@ def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
         from rrid.data import ImageDataset, build_transforms
 
         records, _, _ = synthetic_split(pr, cache)
-        with _threads(pr.threads):
+        device = _device()
+        with _threads(pr.backbone_threads):
             torch.manual_seed(pr.backbone_seed)
             net = resnet_backbone(pr.backbone, last_stride=2)
             fc = nn.Linear(BACKBONES[pr.backbone], pr.backbone_ids)
+            net.to(device), fc.to(device)
             data = ImageDataset(records, build_transforms(pr.height, pr.width, train=True, erasing="official"), cache={})
             gen = torch.Generator().manual_seed(pr.backbone_seed)
             loader = torch.utils.data.DataLoader(data, batch_size=pr.backbone_batch, shuffle=True, drop_last=True,
@@ -248,6 +274,7 @@ def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
                 torch.manual_seed(pr.backbone_seed * 1000 + epoch)   # augmentation of this epoch
                 total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
                 for images, labels, _ in loader:
+                    images, labels = images.to(device), labels.to(device)
                     logits = fc(net(images).mean(dim=(2, 3)))
                     loss = F.cross_entropy(logits, labels)
                     opt.zero_grad(set_to_none=True)
@@ -260,7 +287,8 @@ def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
                 if progress:
                     print(f"backbone epoch {epoch + 1}/{pr.backbone_epochs}: loss {total / seen:.3f}, "
                           f"train accuracy {correct / seen:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        torch.save({"backbone": net.state_dict(), "protocol": pr.as_dict()}, tmp)
+        torch.save({"backbone": {k: v.cpu() for k, v in net.state_dict().items()}, "protocol": pr.as_dict(),
+                    "device": str(device)}, tmp)
 
     _build_once(path, make)
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -303,11 +331,12 @@ def _embed_images(net, records, transform, seed: int, batch: int = 128) -> torch
     from rrid.data.loaders import load_image
 
     out = []
+    device = next(net.parameters()).device
     with torch.inference_mode():
         for s in range(0, len(records), batch):
             torch.manual_seed(seed * 100003 + s)
             imgs = torch.stack([transform(Image.fromarray(load_image(r.path))) for r in records[s:s + batch]])
-            out.append(net(imgs).to(torch.float16))
+            out.append(net(imgs.to(device)).to(torch.float16).cpu())
     return torch.cat(out)
 
 
@@ -331,7 +360,8 @@ def build_features(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
             return plain(TF.horizontal_flip(img))
 
         t1 = time.perf_counter()
-        with _threads(pr.threads):
+        net.to(_device())
+        with _threads(pr.feature_threads):
             train_views = [_embed_images(net, train, plain, 0), _embed_images(net, train, mirrored, 1)]
             train_views += [_embed_images(net, train, augmented, v) for v in range(2, pr.views)]
             query = [_embed_images(net, dataset.query, t, 0) for t in (plain, mirrored)]
@@ -367,22 +397,52 @@ def cache_info(protocol: Protocol = QUICK, cache_dir=None) -> dict | None:
 _MEMO: dict = {}
 
 
+BUILD_NOTE = ("rrid.ablation: building the frozen backbone and its feature cache once, into {cache} "
+              "(about {minutes} min on a 2-core CPU; a CUDA GPU, used when present, makes it much faster; "
+              "`python -m rrid.ablation prepare` does it ahead of time)")
+BUILD_MINUTES_CPU = 7   # prepare's backbone + cache on this project's idle 2-core machine (see DESIGN.md)
+
+
+def _features_path(protocol: Protocol, cache_dir=None) -> Path:
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache / f"features-{protocol.features_key()}.pt"
+
+
 def features(protocol: Protocol = QUICK, cache_dir=None, progress: bool = False) -> FeatureCache:
-    """:func:`build_features`, kept in memory after the first call of a process."""
+    """:func:`build_features`, kept in memory after the first call of a process. A reader who
+    did not run ``python -m rrid.ablation prepare`` gets a one-line note before the build."""
     key = (protocol.features_key(), str(cache_dir))
     if key not in _MEMO:
+        path = _features_path(protocol, cache_dir)
+        if not path.is_file():
+            print(BUILD_NOTE.format(cache=path.parent, minutes=BUILD_MINUTES_CPU), flush=True)
         _MEMO[key] = build_features(protocol, cache_dir, progress)
     return _MEMO[key]
 
 
 # ----------------------------------------------------------------------------- heads
 
-def head_model(row: int, seed: int, num_classes: int, backbone: str = "resnet18", **overrides) -> RRID:
-    """The ``RRID`` of Table 2's ``row`` initialised from ``seed`` (as ``rrid.train.build_model``),
-    with its backbone replaced by ``nn.Identity()``: it maps feature maps x (N, C, H, W) to
-    the row's embedding (eval) or ``RRIDOutput`` (train)."""
+NAMED_ROWS = {"rest_only": (5, {"relation": "rest_only"})}
+"""Head variants beside Table 2's rows 1..13, as (row, RRIDConfig fields): "rest_only" is row 5
+with q_i = p̄_i + R_p(r̄_i) (``RestOnlyRelation``), the model of the paper's Fig. 6."""
+
+
+def row_config(row: int | str, backbone: str = "resnet18", **overrides) -> RRIDConfig:
+    """The ``RRIDConfig`` of Table 2's ``row`` (1..13) or of a name in :data:`NAMED_ROWS`."""
+    if isinstance(row, str):
+        if row not in NAMED_ROWS:
+            raise ValueError(f"row={row!r}: expected a row of Table 2 (1..{len(TABLE2)}) or one of {list(NAMED_ROWS)}")
+        row, fields = NAMED_ROWS[row]
+        overrides = {**fields, **overrides}
+    return RRIDConfig.table2(row, backbone=backbone, **overrides)
+
+
+def head_model(row: int | str, seed: int, num_classes: int, backbone: str = "resnet18", **overrides) -> RRID:
+    """The ``RRID`` of Table 2's ``row`` (or a name in :data:`NAMED_ROWS`) initialised from
+    ``seed`` (as ``rrid.train.build_model``), with its backbone replaced by ``nn.Identity()``:
+    it maps feature maps x (N, C, H, W) to the row's embedding (eval) or ``RRIDOutput`` (train)."""
     torch.manual_seed(seed)
-    model = RRID(RRIDConfig.table2(row, backbone=backbone, **overrides), num_classes)
+    model = RRID(row_config(row, backbone, **overrides), num_classes)
     model.backbone = nn.Identity()
     return model
 
@@ -396,7 +456,7 @@ class HeadState:
     epoch: int
     step: int
     steps_per_epoch: int
-    row: int
+    row: int | str
     seed: int
 
 
@@ -404,7 +464,7 @@ class HeadRun(NamedTuple):
     """One trained (row, seed): metrics in %, per-query AP (fraction, NaN = skipped), per-block
     (mAP, rank-1) in %, the per-epoch history and the training wall time."""
 
-    row: int
+    row: int | str
     seed: int
     mAP: float
     rank1: float
@@ -425,16 +485,29 @@ def _metrics(emb: torch.Tensor, feats: FeatureCache) -> dict:
                             feats.q_camids, feats.g_camids)
 
 
+def embed_cached(model: RRID, feats: FeatureCache) -> torch.Tensor:
+    """(Q + G, D): the flip-averaged embedding (model(x) + model(x mirrored)) / 2 of every query,
+    then every gallery image, from the cached maps x; not normalised. A full model (e.g.
+    :func:`trained_model`) runs without its backbone here: the cache holds the backbone's output."""
+    was, backbone = model.training, model.backbone
+    model.eval()
+    model.backbone = nn.Identity()
+    try:
+        with torch.inference_mode():
+            x = torch.cat([feats.query_x, feats.gallery_x], dim=1)          # (2, Q + G, C, H, W)
+            return sum(torch.cat([model(x[v, s:s + 512].float()) for s in range(0, x.shape[1], 512)])
+                       for v in range(2)) / 2
+    finally:
+        model.backbone = backbone
+        model.train(was)
+
+
 def evaluate_heads(model: RRID, feats: FeatureCache, blocks: bool = True) -> dict:
     """mAP, rank1, mINP (%), all_AP and, with ``blocks``, {block name: (mAP, rank1)} of ``model``
-    on the cached test split: flip-averaged embedding, L2-normalised, Euclidean distances."""
-    was = model.training
-    model.eval()
+    on the cached test split: flip-averaged embedding (:func:`embed_cached`), L2-normalised,
+    Euclidean distances."""
     c = model.config.reduced_dim
-    with torch.inference_mode():
-        x = torch.cat([feats.query_x, feats.gallery_x], dim=1)          # (2, Q + G, C, H, W)
-        emb = sum(torch.cat([model(x[v, s:s + 512].float()) for s in range(0, x.shape[1], 512)]) for v in range(2)) / 2
-    model.train(was)
+    emb = embed_cached(model, feats)
     m = _metrics(emb, feats)
     out = {"mAP": 100 * m["mAP"], "rank1": 100 * float(m["cmc"][0]), "mINP": 100 * m["mINP"],
            "all_AP": np.asarray(m["all_AP"]), "feature_dim": emb.shape[1]}
@@ -462,9 +535,10 @@ def batches(labels: torch.Tensor, views: int, protocol: Protocol, seed: int, epo
         yield torch.tensor(batch), torch.from_numpy(rng.integers(views, size=len(batch)))
 
 
-def train_heads(row: int, seed: int, protocol: Protocol = QUICK, feats: FeatureCache | None = None,
+def train_heads(row: int | str, seed: int, protocol: Protocol = QUICK, feats: FeatureCache | None = None,
                 callbacks: Sequence = (), eval_every: int = 0, cache_dir=None) -> HeadRun:
-    """Train the heads of Table 2's ``row`` for ``seed`` on the cached features; evaluate.
+    """Train the heads of Table 2's ``row`` (or a name in :data:`NAMED_ROWS`, e.g. "rest_only")
+    for ``seed`` on the cached features; evaluate.
 
     Per step: a batch of cached maps (:func:`batches`), L = L_triplet + λ L_ce (``RRIDLoss``,
     Eq. 3), one SGD step on the heads (lr ``head_lr``, x0.1 at ``milestones``). ``callbacks``
@@ -472,6 +546,11 @@ def train_heads(row: int, seed: int, protocol: Protocol = QUICK, feats: FeatureC
     ``on_eval(state, metrics)`` (fractions; every ``eval_every`` epochs and after the last
     when ``eval_every`` > 0) and ``on_fit_end``. ``train_seconds`` excludes evaluation.
     """
+    return _fit_heads(row, seed, protocol, feats, callbacks, eval_every, cache_dir)[1]
+
+
+def _fit_heads(row, seed, protocol, feats=None, callbacks=(), eval_every=0, cache_dir=None) -> tuple[RRID, HeadRun]:
+    """:func:`train_heads`, returning the trained head model (eval mode) with its run."""
     pr = protocol
     feats = feats if feats is not None else features(pr, cache_dir)
     labels, views = feats.train_labels, feats.train_x.shape[0]
@@ -517,8 +596,8 @@ def train_heads(row: int, seed: int, protocol: Protocol = QUICK, feats: FeatureC
         for cb in callbacks:
             cb.on_fit_end(state)
         m = evaluate_heads(model, feats)
-    return HeadRun(row, seed, m["mAP"], m["rank1"], m["mINP"], m["feature_dim"], m["all_AP"], m["blocks"],
-                   history, seconds)
+    return model.eval(), HeadRun(row, seed, m["mAP"], m["rank1"], m["mINP"], m["feature_dim"], m["all_AP"],
+                                 m["blocks"], history, seconds)
 
 
 def live_ablation(row_a: int = 4, row_b: int = 5, seed: int = 0, protocol: Protocol = QUICK,
@@ -537,6 +616,160 @@ def live_ablation(row_a: int = 4, row_b: int = 5, seed: int = 0, protocol: Proto
         plot.new_run(f"row {row}")
         runs[row] = train_heads(row, seed, protocol, feats, callbacks=[plot], eval_every=eval_every)
     return runs
+
+
+# ----------------------------------------------------------------------------- trained models, rankings
+
+def _trained_path(row: int | str, seed: int, protocol: Protocol, cache_dir=None) -> Path:
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    name = row if isinstance(row, str) else f"row{row:02d}"
+    return cache / f"heads-{protocol.key()}-{name}-seed{seed}.pt"
+
+
+def _trained(row: int | str, seed: int, protocol: Protocol, cache_dir=None) -> dict:
+    """The file of (row, seed) under ``protocol``: trained once with :func:`train_heads`, then read."""
+    row_config(row, protocol.backbone, **protocol.model_overrides)     # a bad row fails before any work
+    path = _trained_path(row, seed, protocol, cache_dir)
+
+    def make(tmp: Path) -> None:
+        model, run = _fit_heads(row, seed, protocol, features(protocol, cache_dir))
+        torch.save({"heads": model.heads.state_dict(), "num_classes": model.num_classes, "protocol": protocol.key(),
+                    "run": {**run._asdict(), "all_AP": torch.from_numpy(run.all_AP)}}, tmp)
+
+    _build_once(path, make)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def trained_run(row: int | str, seed: int = 0, protocol: Protocol = QUICK, cache_dir=None) -> HeadRun:
+    """The :class:`HeadRun` (metrics, per-query AP, blocks, history) of :func:`trained_model`'s heads."""
+    run = _trained(row, seed, protocol, cache_dir)["run"]
+    return HeadRun(**{**run, "all_AP": run["all_AP"].numpy()})
+
+
+def trained_model(row: int | str, seed: int = 0, protocol: Protocol = QUICK, cache_dir=None) -> RRID:
+    """The full model of ``row`` (Table 2's 1..13 or "rest_only") for the book's figures.
+
+    The frozen backbone of ``protocol`` (:func:`train_backbone`, last stride 1) with the heads
+    of ``row`` trained on the feature cache by ``train_heads(row, seed, protocol)``, in eval
+    mode on the CPU: ``model(images)`` is the embedding of real images (N, 3, H, W) at the
+    protocol's ``height`` x ``width`` (:func:`images`), ``model.forward_features(images)`` the
+    intermediate tensors. The heads are trained on the first call and kept under the cache
+    (``heads-<protocol key>-<row>-seed<seed>.pt``, with the run's metrics: :func:`trained_run`);
+    later calls load them. The global random state of the caller is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):           # training and head_model seed the global generator
+        d = _trained(row, seed, protocol, cache_dir)
+        model = head_model(row, seed, d["num_classes"], protocol.backbone, **protocol.model_overrides)
+        model.heads.load_state_dict(d["heads"])
+        model.backbone = train_backbone(protocol, cache_dir)
+    return model.eval()
+
+
+def images(paths, protocol: Protocol = QUICK) -> torch.Tensor:
+    """(N, 3, H, W): the images at ``paths`` (paths or records with ``.path``, e.g. a
+    ``Ranking``'s ``query.paths``) through the test transform at the protocol's size: the
+    plain view the cache holds."""
+    from PIL import Image
+
+    from rrid.data import build_transforms
+    from rrid.data.loaders import load_image
+
+    plain = build_transforms(protocol.height, protocol.width, train=False)
+    return torch.stack([plain(Image.fromarray(load_image(getattr(p, "path", p)))) for p in paths])
+
+
+def rank(model_or_row, seed: int = 0, protocol: Protocol = QUICK, blocks=None, cache_dir=None):
+    """The test split of ``protocol`` ranked by a model, from the cached maps (no re-embedding).
+
+    ``model_or_row``: a model (a :func:`trained_model`, or a :func:`head_model`) or a row for
+    ``trained_model(row, seed, protocol)``. Returns an ``rrid.retrieval.Ranking`` as
+    ``rrid.retrieval.rank`` builds one: the flip-averaged embedding (:func:`embed_cached`),
+    L2-normalised (after slicing, with ``blocks`` such as ``["P6/q0"]``), Euclidean distances;
+    the query and gallery ``Features`` carry the images' paths, identities and cameras.
+    """
+    from rrid.evaluation import Features
+    from rrid.retrieval import Ranking, block_columns
+
+    model = model_or_row if isinstance(model_or_row, nn.Module) else trained_model(model_or_row, seed, protocol,
+                                                                                   cache_dir)
+    feats = features(protocol, cache_dir)
+    with _threads(protocol.threads):
+        emb = embed_cached(model, feats)
+    if blocks is not None:
+        emb = emb[:, block_columns(model, blocks)]
+    emb = F.normalize(emb, dim=1)
+    _, _, dataset = synthetic_split(protocol, cache_dir)
+    if not (np.array_equal([r.pid for r in dataset.query], feats.q_pids)
+            and np.array_equal([r.pid for r in dataset.gallery], feats.g_pids)):
+        raise RuntimeError(f"the feature cache {_features_path(protocol, cache_dir)} does not list the test split of "
+                           f"{_synthetic_path(protocol, cache_dir)} in order: delete both and build them again")
+    nq = len(feats.q_pids)
+    return Ranking.from_features(
+        Features(emb[:nq], feats.q_pids, feats.q_camids, [str(r.path) for r in dataset.query]),
+        Features(emb[nq:], feats.g_pids, feats.g_camids, [str(r.path) for r in dataset.gallery]))
+
+
+# ----------------------------------------------------------------------------- preparation
+
+BOOK_MODELS = ((4, 0), (5, 0), ("rest_only", 0), (6, 0), (7, 0), (8, 0), (13, 0))
+"""(row, seed) of the :func:`trained_model` s the book's chapters draw, trained by :func:`prepare`."""
+
+
+def prepare(protocol: Protocol = QUICK, cache_dir=None, models=BOOK_MODELS, out=print) -> dict[str, float]:
+    """Build everything the book's chapters read, once: the synthetic split, the backbone, the
+    feature cache and the heads of ``models`` ((row, seed) pairs). Each step is skipped when its
+    file exists (idempotent; atomic and locked as every build here). Prints a line per step and
+    returns {step: seconds}."""
+    pr = protocol
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    start, seconds = time.perf_counter(), {}
+
+    def step(name: str, path: Path, build, what: str) -> None:
+        found = path.exists()
+        t0 = time.perf_counter()
+        build()
+        seconds[name] = time.perf_counter() - t0
+        out(f"  {what}: " + (f"found ({path.name})" if found else f"built in {seconds[name]:.0f} s"), flush=True)
+
+    out(f"rrid.ablation prepare: protocol {pr.key()}, cache {cache}", flush=True)
+    step("synthetic set", _synthetic_path(pr, cache), lambda: synthetic_split(pr, cache),
+         f"synthetic set ({pr.backbone_ids} + {pr.train_ids} + {pr.test_ids} identities)")
+    step("backbone", cache / f"backbone-{pr.backbone_key()}.pt", lambda: train_backbone(pr, cache, progress=True),
+         f"backbone ({pr.backbone}, {pr.backbone_epochs} epochs on {_device().type}, {pr.backbone_threads} thread(s))")
+    step("feature cache", _features_path(pr, cache), lambda: build_features(pr, cache, progress=True),
+         f"feature cache ({pr.views} training views, test images plain and mirrored)")
+    for row, seed in models:
+        step(f"heads {row} seed {seed}", _trained_path(row, seed, pr, cache), lambda: _trained(row, seed, pr, cache),
+             f"heads of row {row}, seed {seed}")
+    seconds["total"] = time.perf_counter() - start
+    out(f"rrid.ablation prepare: done in {seconds['total']:.0f} s", flush=True)
+    return seconds
+
+
+def _model_spec(text: str) -> tuple[int | str, int]:
+    """"5", "13:2" or "rest_only" -> (row, seed)."""
+    row, _, seed = text.partition(":")
+    try:
+        spec = (int(row) if row.isdigit() else row, int(seed or 0))
+        row_config(spec[0])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--models {text!r}: expected ROW[:SEED], ROW in 1..{len(TABLE2)} or "
+                                         f"{list(NAMED_ROWS)} ({e})") from None
+    return spec
+
+
+def main(argv=None) -> int:
+    """``python -m rrid.ablation prepare [--cache-dir DIR] [--models ROW[:SEED] ...]``."""
+    ap = argparse.ArgumentParser(prog="python -m rrid.ablation", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    pp = sub.add_parser("prepare", help="build the synthetic split, the backbone, the feature cache and the book's "
+                                        "trained heads (skipped when built)")
+    pp.add_argument("--cache-dir", type=Path, default=None, help="default: rrid.book.cache_dir()/ablation")
+    pp.add_argument("--models", type=_model_spec, nargs="*", default=list(BOOK_MODELS), metavar="ROW[:SEED]",
+                    help="heads to train for trained_model (default: BOOK_MODELS; none with an empty list)")
+    args = ap.parse_args(argv)
+    prepare(QUICK, args.cache_dir, args.models)
+    return 0
 
 
 # ----------------------------------------------------------------------------- results
@@ -600,3 +833,8 @@ def block_comparisons(blocks: dict, pairs=TABLE3_COMPARISONS + TABLE4_COMPARISON
         d = _paired(blocks[a, block], blocks[b, block], "mAP", confidence)
         out.append(Comparison(a, b, block, round(paper, 2), d, verdict(d, paper)))
     return out
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    raise SystemExit(main())

@@ -21,7 +21,7 @@ import torch
 
 from rrid.evaluation import Features, extract_features, pairwise_distance
 
-__all__ = ["Ranking", "rank", "top_k", "rank1_correct", "pick_queries"]
+__all__ = ["Ranking", "rank", "block_columns", "top_k", "rank1_correct", "pick_queries"]
 
 
 class Ranking(NamedTuple):
@@ -58,18 +58,22 @@ def rank(model, data, height: int, width: int, blocks=None, flip: bool = True, b
 
     from rrid.data import ImageDataset, build_transforms
 
-    if blocks is not None:
-        unknown = [b for b in blocks if b not in model.block_names]
-        if unknown or not blocks:
-            raise ValueError(f"rank: blocks={list(blocks)!r}: expected names from model.block_names {model.block_names}")
+    cols = block_columns(model, blocks) if blocks is not None else None
     tf = build_transforms(height, width, train=False)
     feats = [extract_features(model, torch.utils.data.DataLoader(ImageDataset(recs, tf), batch_size=batch_size),
                               flip=flip, normalize=blocks is None, progress=False) for recs in (data.query, data.gallery)]
     if blocks is not None:
-        c = model.config.reduced_dim
-        cols = torch.cat([torch.arange(i * c, (i + 1) * c) for i in map(model.block_names.index, blocks)])
         feats = [f._replace(feats=F.normalize(f.feats[:, cols], dim=1)) for f in feats]
     return Ranking.from_features(*feats)
+
+
+def block_columns(model, blocks) -> torch.Tensor:
+    """The embedding's columns of ``blocks`` (names from ``model.block_names``), in that order."""
+    unknown = [b for b in blocks if b not in model.block_names]
+    if unknown or not blocks:
+        raise ValueError(f"rank: blocks={list(blocks)!r}: expected names from model.block_names {model.block_names}")
+    c = model.config.reduced_dim
+    return torch.cat([torch.arange(i * c, (i + 1) * c) for i in map(model.block_names.index, blocks)])
 
 
 def _valid(ranking: Ranking, q: int) -> np.ndarray:

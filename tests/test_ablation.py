@@ -212,3 +212,143 @@ def test_end_to_end_runs_are_paired_too():
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     pids = np.repeat(np.arange(10), 4)
     assert PKSampler(pids, 4, 2, seed=3).global_batches(0) == PKSampler(pids, 4, 2, seed=3).global_batches(0)
+
+
+# ----------------------------------------------------------------------------- trained models, rank, prepare
+
+def test_rest_only_is_row_5_with_the_fig6_relation():
+    from rrid.model import RestOnlyRelation
+
+    a, b = ablation.head_model("rest_only", seed=3, num_classes=7), ablation.head_model(5, seed=3, num_classes=7)
+    assert isinstance(a.heads["P6"].local, RestOnlyRelation) and a.config.relation == "rest_only"
+    assert a.config.global_pool == b.config.global_pool and a.config.scales == b.config.scales == (6,)
+    assert a.heads["P6"].local.R_p[0].conv.weight.shape == (256, 256, 1, 1)      # R_p: c -> c (row 5: 2c -> c)
+    assert b.heads["P6"].local.R_p[0].conv.weight.shape == (256, 512, 1, 1)
+    # paired with row 5: the same seed gives the same p-layers
+    assert torch.equal(a.heads["P6"].local.p_layers[0].conv.weight, b.heads["P6"].local.p_layers[0].conv.weight)
+    with pytest.raises(ValueError, match="rest_only"):
+        ablation.row_config("rest-only")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny):
+    cache, feats = tiny
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    model = ablation.trained_model("rest_only", seed=1, protocol=TINY, cache_dir=cache)
+    assert torch.equal(torch.rand(1), before)            # the caller's random state is left as it was
+    return cache, feats, model
+
+
+def test_trained_model_is_trained_once_then_loaded(trained):
+    cache, feats, model = trained
+    path = cache / f"heads-{TINY.key()}-rest_only-seed1.pt"
+    assert path.is_file() and not list(cache.glob("*.lock"))
+    mtime = path.stat().st_mtime_ns
+    again = ablation.trained_model("rest_only", seed=1, protocol=TINY, cache_dir=cache)
+    assert path.stat().st_mtime_ns == mtime                                    # loaded, not retrained
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # eval mode, on the CPU, the frozen backbone with last stride 1: (64 / 16) x (32 / 16)
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    backbone = ablation.train_backbone(TINY, cache).state_dict()
+    assert all(torch.equal(backbone[k], model.backbone.state_dict()[k]) for k in backbone)
+    out = model.forward_features(torch.zeros(2, 3, 64, 32))
+    assert out["x"].shape == (2, 512, 4, 2) and out["P6"]["q"].shape == (2, 6, 256)
+    # the stored run is the run train_heads gives for the same (row, seed): training is deterministic
+    run, fresh = ablation.trained_run("rest_only", 1, TINY, cache), ablation.train_heads("rest_only", 1, TINY, feats)
+    assert run.row == "rest_only" and run.mAP == fresh.mAP and run.blocks == fresh.blocks
+    assert np.array_equal(run.all_AP, fresh.all_AP, equal_nan=True)
+    assert ablation.evaluate_heads(model, feats)["mAP"] == run.mAP             # the loaded heads are the trained ones
+
+
+def test_trained_model_embeds_images_as_the_cache_path(trained):
+    cache, feats, model = trained
+    _, _, dataset = ablation.synthetic_split(TINY, cache)
+    images = ablation.images(dataset.query, TINY)
+    assert images.shape == (len(dataset.query), 3, 64, 32)
+    with torch.no_grad():
+        x = model.backbone(images)
+        direct = (model(images) + model(torch.flip(images, dims=[3]))) / 2     # flip after the resize
+    # the cache stores x in float16: its error is the rounding, at most 2^-11 of |x| (round to nearest),
+    # plus float32 differences of the conv sums between batch sizes: a few float32 eps (1.2e-7) times the
+    # size of the terms summed, bounded here by 1e-5 of the map's largest entry
+    plain = feats.query_x[0].float()
+    assert torch.all((x - plain).abs() <= 2.0 ** -11 * x.abs() + 1e-5 * x.abs().max())
+    cached = ablation.embed_cached(model, feats)[:len(dataset.query)]
+    # through the heads (1 x 1 convs, BN, ReLU, max) the float16 rounding of x and the mirrored view
+    # (flipped before the resize in the cache, after it here) move the embedding by a small fraction
+    # of its scale: 4 float16 unit roundoffs (4 x 2^-11 = 2e-3) of its largest entry bound it
+    # (measured on this protocol: 0.5e-4 to 2.5e-4 for rows 1, 5, 13 and rest_only)
+    scale = direct.abs().max()
+    assert (direct - cached).abs().max() <= 4 * 2.0 ** -11 * scale, float((direct - cached).abs().max() / scale)
+
+
+def test_rank_uses_the_cache_and_matches_evaluate_heads(trained):
+    from rrid.metrics import evaluate_ranking
+    from rrid.retrieval import Ranking, top_k
+
+    cache, feats, model = trained
+    ranking = ablation.rank(model, protocol=TINY, cache_dir=cache)
+    assert isinstance(ranking, Ranking) and ranking.distmat.shape == (len(feats.q_pids), len(feats.g_pids))
+    _, _, dataset = ablation.synthetic_split(TINY, cache)
+    assert ranking.query.paths == [str(r.path) for r in dataset.query]
+    assert np.array_equal(ranking.gallery.pids, feats.g_pids) and np.array_equal(ranking.gallery.camids, feats.g_camids)
+    run = ablation.trained_run("rest_only", 1, TINY, cache)
+    m = evaluate_ranking(ranking.distmat, ranking.query.pids, ranking.gallery.pids, ranking.query.camids,
+                         ranking.gallery.camids)
+    assert 100 * m["mAP"] == run.mAP
+    # one block: its own normalisation, as the benchmark scores Tables 3 and 4
+    q0 = ablation.rank("rest_only", seed=1, protocol=TINY, blocks=["P6/q0"], cache_dir=cache)
+    m0 = evaluate_ranking(q0.distmat, q0.query.pids, q0.gallery.pids, q0.query.camids, q0.gallery.camids)
+    assert 100 * m0["mAP"] == pytest.approx(run.blocks["P6/q0"][0], abs=1e-9)
+    assert len(top_k(q0, 0, 3)[0]) == 3
+    with pytest.raises(ValueError, match="block_names"):
+        ablation.rank(model, protocol=TINY, blocks=["P4/q0"], cache_dir=cache)
+
+
+def test_prepare_builds_once_reproducibly_and_says_what_it_did(tiny, tmp_path, capsys):
+    cache, feats = tiny
+    fresh = tmp_path / "ablation"
+    seconds = ablation.prepare(TINY, fresh, models=[(4, 0)])
+    first = capsys.readouterr().out
+    assert first.count("built in") == 4 and "found" not in first and set(seconds) == {
+        "synthetic set", "backbone", "feature cache", "heads 4 seed 0", "total"}
+    files = {f.name: f.stat().st_mtime_ns for f in fresh.iterdir()}
+    ablation.prepare(TINY, fresh, models=[(4, 0)])
+    second = capsys.readouterr().out
+    assert second.count("found") == 4 and "built" not in second
+    assert {f.name: f.stat().st_mtime_ns for f in fresh.iterdir()} == files
+    # a second build of the same protocol (same threads) is bit-identical to the fixture's
+    a, b = ablation.train_backbone(TINY, fresh).state_dict(), ablation.train_backbone(TINY, cache).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = ablation.build_features(TINY, fresh)
+    assert torch.equal(again.train_x, feats.train_x) and torch.equal(again.gallery_x, feats.gallery_x)
+
+
+def test_features_prints_a_note_before_building(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(ablation, "build_features", lambda *a, **k: "built")
+    assert ablation.features(TINY, tmp_path) == "built"
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "python -m rrid.ablation prepare" in out and "GPU" in out
+    ablation._MEMO.clear()
+
+
+def test_prepare_cli_parses_models():
+    assert ablation._model_spec("13:2") == (13, 2) and ablation._model_spec("rest_only") == ("rest_only", 0)
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="--models '14'"):
+        ablation._model_spec("14")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_head_training_repeats_bit_for_bit_in_each_thread_setting(tiny, threads):
+    from dataclasses import replace
+
+    _, feats = tiny
+    pr = replace(TINY, threads=threads, epochs=2)
+    a, b = ablation.train_heads(8, 0, pr, feats), ablation.train_heads(8, 0, pr, feats)
+    assert a.mAP == b.mAP and a.history == b.history and a.blocks == b.blocks
