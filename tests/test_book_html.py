@@ -34,7 +34,7 @@ MIN_FIGURES = {
     "book/01_reid_task": 4,
     "book/02_backbone": 2,
     "book/03_stripe_pooling": 3,
-    "book/04_relation_module": 3,
+    "book/04_relation_module": 6,
     "book/05_gcp": 3,
     "book/06_losses_sampling": 5,
     "book/07_training": 2,
