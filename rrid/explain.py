@@ -14,6 +14,8 @@ from the top.
   (the book's counterpart of the paper's Fig. 3(a)-(b), chapter 3).
 * :func:`gmp_holders`: how many channels' maxima each cell holds under GMP (the circles of
   ``rrid.viz.activation_maps``).
+* :func:`global_share`: where a global feature (GAP, GMP, GAP+GMP, or GCP's p_max and p_cont)
+  takes its value from (the counterpart of the paper's Fig. 3(c)-(d), chapter 5).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from typing import Mapping, NamedTuple
 import torch
 from torch import Tensor
 
-from rrid.model import CONTRASTS, RelationModule, RestOnlyRelation, stripe_bounds, stripe_pool
+from rrid.model import (CONTRASTS, GlobalContrastivePooling, GlobalPooling, RelationModule, RestOnlyRelation,
+                        stripe_bounds, stripe_pool)
 
 __all__ = ["RelationMaps", "relation_maps", "rest_composition", "relation_switch", "gcp_channel", "stripe_rows",
-           "pooling_share", "gmp_holders"]
+           "pooling_share", "gmp_holders", "GLOBAL_FEATURES", "global_share"]
+
+GLOBAL_FEATURES = ("gap", "gmp", "gap+gmp", "p_max", "p_cont")
 
 
 def stripe_rows(height: int, n: int, slicing: str = "adaptive") -> list[tuple[int, int]]:
@@ -294,3 +299,55 @@ def gcp_channel(x: Tensor, channel: int, n: int = 6, contrast: str = "official",
         cells.append((first + r, col))
     return {"p": p, "p_max": float(p_max), "p_avg": float(p_avg), "p_cont": float(p_cont),
             "max_stripe": int(p.argmax()) + 1, "cells": cells, "rows": rows, "contrast": contrast, "n": n}
+
+
+def global_share(x: Tensor, feature: str = "p_cont", n: int = 6, contrast: str = "official", index: int = 0) -> Tensor:
+    """Where a global feature v (C numbers) comes from: (H, W), the share of ||v||_1 that each
+    cell (h, w) of the feature map gives. The counterpart of the paper's Fig. 3 for the pooled
+    vectors of Table 2's rows 5-8, before their 1 x 1 reductions.
+
+    ``feature``: "gap", "gmp" or "gap+gmp" (v = ``GlobalPooling(feature).pool(x)``, the input of
+    q_0 in rows 6, 5, 7), or one of GCP's two inputs (Eq. 2, row 8) from the n GMP stripes,
+    ``GlobalContrastivePooling(contrast).contrastive``: "p_max" (= GMP of the whole map) or
+    "p_cont" ((sum_i p_i - p_max)/(n-1) with ``contrast="official"``, p_avg - p_max with "paper").
+
+    The contribution of cell (h, w) is gradient x input, computed by autograd on the package's
+    own pooling in float64:
+
+        c(h, w) = sum_k x_k(h, w) dv_k / dx_k(h, w)        (v_k depends on channel k of x only)
+
+    Each of these v is a fixed linear combination of means and maxima of x, hence positively
+    homogeneous (v(a x) = a v(x) for a > 0), and Euler's theorem makes the contributions add up
+    exactly: sum_{h,w} c(h, w) = sum_k v_k (a max split evenly between tied cells, as autograd
+    and :func:`pooling_share` do). The map is c / ||v||_1, ||v||_1 = sum_k |v_k| (all zero when
+    v is): it sums to 1 for a non-negative v and is :func:`pooling_share` ``(x, 1, mode)[0]`` for
+    "gap" and "gmp". The paper's p_cont is never positive and its map is signed (it sums to -1):
+    per channel, +p_ik / n at the maximum cell of each stripe i and -(1 - 1/n) p_max,k at the
+    cell of p_max. The code's p_cont takes 1/(n-1) of p_ik from the maximum cell of every stripe
+    except the one that holds p_max, which gives nothing.
+
+    ``x``: (N, C, H, W) or (C, H, W), non-negative (ResNet's last block ends in a ReLU).
+    """
+    if feature not in GLOBAL_FEATURES:
+        raise ValueError(f"global_share: feature={feature!r}: expected one of {list(GLOBAL_FEATURES)}")
+    if contrast not in CONTRASTS:
+        raise ValueError(f"global_share: contrast={contrast!r}: expected one of {list(CONTRASTS)}")
+    x = _one(x, index, 3).to(torch.float64)
+    if (x < 0).any():
+        raise ValueError("global_share: expected a non-negative feature map x (the output of a ReLU)")
+    C, H, _ = x.shape
+    if feature in ("p_max", "p_cont") and not (isinstance(n, int) and 2 <= n <= H):
+        raise ValueError(f"global_share: n={n!r} stripes for GCP on a map of {H} rows: expected 2 <= n <= {H}")
+    xg = x[None].clone().requires_grad_(True)
+    with torch.device("meta"):  # the modules only for their pooling code: no weights, the RNG untouched
+        module = GlobalPooling(feature, C, 1) if feature in ("gap", "gmp", "gap+gmp") else \
+            GlobalContrastivePooling(C, 1, contrast)
+    if isinstance(module, GlobalPooling):
+        v = module.pool(xg)[0]
+    else:
+        p_max, p_cont = module.contrastive(stripe_pool(xg, n, "gmp"))
+        v = (p_max if feature == "p_max" else p_cont)[0]
+    (grad,) = torch.autograd.grad(v.sum(), xg)
+    contribution = (x * grad[0]).sum(dim=0)
+    total = v.detach().abs().sum()
+    return contribution / total if total > 0 else torch.zeros_like(contribution)

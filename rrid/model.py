@@ -369,14 +369,16 @@ class GlobalPooling(nn.Module):
         self.mode = mode
         self.layer = Reduction(in_channels, reduced_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def pool(self, x: Tensor) -> Tensor:
+        """The pooled vector before the reduction, (N, C), from x: (N, C, H, W)."""
         if self.mode == "gmp":
-            pooled = x.amax(dim=(2, 3))
-        elif self.mode == "gap":
-            pooled = x.mean(dim=(2, 3))
-        else:
-            pooled = x.mean(dim=(2, 3)) + x.amax(dim=(2, 3))
-        return self.layer(pooled)
+            return x.amax(dim=(2, 3))
+        if self.mode == "gap":
+            return x.mean(dim=(2, 3))
+        return x.mean(dim=(2, 3)) + x.amax(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer(self.pool(x))
 
 
 def _classifier(reduced_dim: int, num_classes: int) -> nn.Linear:

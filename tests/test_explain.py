@@ -287,3 +287,70 @@ def test_gmp_holders_follow_the_argmax_of_every_channel():
                     by_hand[r, c] += 1
             torch.testing.assert_close(holders[i, first:stop], by_hand)
             assert holders[i].sum() == int((p[i] > 0).sum())
+
+
+def test_global_share_on_a_hand_made_map():
+    # C = 2 channels, H = 4 rows, W = 1 column; n = 2 stripes (rows 0-1 and 2-3)
+    x = torch.zeros(2, 4, 1, dtype=torch.float64)
+    x[0, :, 0] = torch.tensor([3.0, 1.0, 2.0, 0.0])   # p_1 = 3 (row 0), p_2 = 2 (row 2): p_max = 3 at row 0
+    x[1, :, 0] = torch.tensor([0.0, 1.0, 0.0, 4.0])   # p_1 = 1 (row 1), p_2 = 4 (row 3): p_max = 4 at row 3
+    expected = {
+        "gmp": [3 / 7, 0, 0, 4 / 7],                                   # v = (3, 4)
+        "gap": [0.75 / 2.75, 0.5 / 2.75, 0.5 / 2.75, 1.0 / 2.75],      # v = (1.5, 1.25): channel sums / 4
+        "gap+gmp": [3.75 / 9.75, 0.5 / 9.75, 0.5 / 9.75, 5.0 / 9.75],  # both, over ||v||_1 = 2.75 + 7
+        "p_max": [3 / 7, 0, 0, 4 / 7],
+    }
+    for feature, column in expected.items():
+        share = explain.global_share(x, feature, n=2)
+        torch.testing.assert_close(share, torch.tensor(column, dtype=torch.float64)[:, None], msg=feature)
+    # the code's p_cont, n = 2: the stripe that did not win, v = (2, 1); the winning cells give 0
+    torch.testing.assert_close(explain.global_share(x, "p_cont", n=2, contrast="official"),
+                               torch.tensor([[0.0], [1 / 3], [2 / 3], [0.0]], dtype=torch.float64))
+    # the paper's, v = p_avg - p_max = (-0.5, -1.5): +p_ik/2 at each stripe's max, -p_max/2 net at the winner's
+    torch.testing.assert_close(explain.global_share(x[None], "p_cont", n=2, contrast="paper"),
+                               torch.tensor([[-1.5 / 2], [0.5 / 2], [1.0 / 2], [-2.0 / 2]], dtype=torch.float64))
+
+
+def test_global_share_adds_up_and_follows_the_pooling_code():
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(2, 16, 6, 3, generator=g, dtype=torch.float64))
+    for mode in ("gap", "gmp"):
+        torch.testing.assert_close(explain.global_share(x, mode, index=1), explain.pooling_share(x, 1, mode, index=1)[0])
+    xi = x[1]
+    gap, gmp = xi.mean(dim=(1, 2)), xi.amax(dim=(1, 2))
+    mixed = (gap.sum() * explain.global_share(xi, "gap") + gmp.sum() * explain.global_share(xi, "gmp")) / (gap + gmp).sum()
+    torch.testing.assert_close(explain.global_share(xi, "gap+gmp"), mixed)
+    for n in (2, 4, 6):  # n = 4 on 6 rows: neighbouring stripes share a row
+        p = stripe_pool(xi[None], n, "gmp")[0]                    # (n, C), no ties in random data
+        win = p.argmax(dim=0)
+        official, paper = torch.zeros(6, 3, dtype=torch.float64), torch.zeros(6, 3, dtype=torch.float64)
+        for k in range(16):
+            for i, (first, stop) in enumerate(explain.stripe_rows(6, n)):
+                r, c = divmod(int(xi[k, first:stop].argmax()), 3)
+                if i != win[k]:
+                    official[first + r, c] += p[i, k] / (n - 1)
+                paper[first + r, c] += p[i, k] / n - (p[i, k] if i == win[k] else 0)
+        cont_official, cont_paper = (p.sum(0) - p.amax(0)) / (n - 1), p.mean(0) - p.amax(0)
+        torch.testing.assert_close(explain.global_share(xi, "p_cont", n, "official"), official / cont_official.abs().sum())
+        torch.testing.assert_close(explain.global_share(xi, "p_cont", n, "paper"), paper / cont_paper.abs().sum())
+        assert explain.global_share(xi, "p_cont", n, "paper").sum().item() == pytest.approx(-1.0)
+        torch.testing.assert_close(explain.global_share(xi, "p_max", n), explain.global_share(xi, "gmp"))
+
+
+def test_global_share_leaves_the_rng_alone_and_checks_its_input():
+    x = torch.rand(8, 6, 2, dtype=torch.float64)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    explain.global_share(x, "p_cont")
+    explain.global_share(x, "gap+gmp")
+    assert torch.equal(torch.rand(3), expected), "no weights are drawn"
+    assert explain.global_share(torch.zeros(4, 6, 2), "gmp").abs().sum() == 0
+    with pytest.raises(ValueError, match="non-negative"):
+        explain.global_share(-x, "gap")
+    with pytest.raises(ValueError, match="feature='gcp'"):
+        explain.global_share(x, "gcp")
+    with pytest.raises(ValueError, match="contrast='mean'"):
+        explain.global_share(x, "p_cont", contrast="mean")
+    with pytest.raises(ValueError, match="n=1 stripes"):
+        explain.global_share(x, "p_cont", n=1)
