@@ -28,7 +28,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # One-time preparation outside the notebooks' cells: the quick ablation's backbone, feature cache and
-# the trained heads the chapters draw (rrid.ablation.prepare; seconds when they are already built)
+# the trained heads the chapters draw, and the end-to-end quick Ours-F that chapter 8 loads
+# (rrid.ablation.prepare; seconds when they are already built)
 prepare: venv
 	$(PY) -m rrid.ablation prepare
 

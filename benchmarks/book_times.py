@@ -1,11 +1,12 @@
 """How long each chapter of the book, and its slowest cell, takes to execute in quick mode.
 
 Executes every chapter of ``_toc.yml`` in a fresh kernel (nbclient, as myst-nb and nbval do)
-with ``RRID_MODE=quick``, the Makefile's environment and an empty model cache, so the first
-chapter that needs the shared quick-mode model pays for training it, as on a fresh clone. Before
-the chapters, the one-time preparation step that ``make book`` and ``make nbval`` run first
-(``python -m rrid.ablation prepare``: the ablation's backbone, feature cache and trained heads)
-is run into that empty cache and timed on its own line, "preparation". Each
+with ``RRID_MODE=quick``, the Makefile's environment and an empty model cache, as on a fresh
+clone. Before the chapters, the one-time preparation step that ``make book`` and ``make nbval``
+run first (``python -m rrid.ablation prepare``: the ablation's backbone, feature cache and trained
+heads, and the end-to-end quick models of ``BOOK_QUICK_MODELS``) is run into that empty cache and
+timed on its own line, "preparation"; a chapter that needs another quick model pays for training
+it. Each
 cell runs under the build's per-cell timeout (``execute.timeout`` in ``_config.yml``), and the
 slowest cell of every chapter is reported with its share of that timeout: a cell above 1/5 of it
 is flagged, because a machine five times slower (or busy with other work) would fail the build.

@@ -73,7 +73,7 @@ __all__ = ["Protocol", "QUICK", "FeatureCache", "HeadRun", "HeadState", "Compari
            "TABLE3_ROWS", "TABLE4_ROWS", "PAPER_TABLE3", "PAPER_TABLE4", "TABLE3_COMPARISONS",
            "TABLE4_COMPARISONS", "synthetic_split", "train_backbone", "build_features", "features", "cache_info",
            "NAMED_ROWS", "row_config", "head_model", "batches", "train_heads", "embed_cached", "evaluate_heads",
-           "live_ablation", "trained_model", "trained_run", "images", "rank", "BOOK_MODELS", "prepare", "read_runs",
+           "live_ablation", "trained_model", "trained_run", "images", "rank", "BOOK_MODELS", "BOOK_QUICK_MODELS", "prepare", "read_runs",
            "read_blocks", "comparisons", "block_comparisons"]
 
 # The pairs of Table 2 rows whose difference the paper discusses (Park & Ham 2020, Table 2 and
@@ -714,12 +714,21 @@ def rank(model_or_row, seed: int = 0, protocol: Protocol = QUICK, blocks=None, c
 BOOK_MODELS = ((4, 0), (5, 0), ("rest_only", 0), (6, 0), (7, 0), (8, 0), (13, 0))
 """(row, seed) of the :func:`trained_model` s the book's chapters draw, trained by :func:`prepare`."""
 
+BOOK_QUICK_MODELS = (13,)
+"""Rows whose end-to-end quick model (``rrid.book.quick_model(row)``, not head-only) the chapters
+load; the command line's ``prepare`` trains them too (minutes each on a 2-core CPU: longer than
+a chapter's cell should take)."""
 
-def prepare(protocol: Protocol = QUICK, cache_dir=None, models=BOOK_MODELS, out=print) -> dict[str, float]:
+
+def prepare(protocol: Protocol = QUICK, cache_dir=None, models=BOOK_MODELS, out=print,
+            quick_models=()) -> dict[str, float]:
     """Build everything the book's chapters read, once: the synthetic split, the backbone, the
-    feature cache and the heads of ``models`` ((row, seed) pairs). Each step is skipped when its
-    file exists (idempotent; atomic and locked as every build here). Prints a line per step and
-    returns {step: seconds}."""
+    feature cache and the heads of ``models`` ((row, seed) pairs), then the end-to-end quick
+    models of ``quick_models`` (rows for ``rrid.book.quick_model``, kept in ``rrid.book.cache_dir()``
+    whatever ``cache_dir`` is; ``python -m rrid.ablation prepare`` passes
+    :data:`BOOK_QUICK_MODELS`). Each step is skipped when its file exists (idempotent; atomic
+    and locked as every build here). Prints a line per step and returns {step: seconds}."""
+    import rrid.book
     pr = protocol
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     start, seconds = time.perf_counter(), {}
@@ -741,6 +750,9 @@ def prepare(protocol: Protocol = QUICK, cache_dir=None, models=BOOK_MODELS, out=
     for row, seed in models:
         step(f"heads {row} seed {seed}", _trained_path(row, seed, pr, cache), lambda: _trained(row, seed, pr, cache),
              f"heads of row {row}, seed {seed}")
+    for row in quick_models:
+        step(f"quick model {row}", rrid.book.quick_model_path(row), lambda: rrid.book.quick_model(row),
+             f"end-to-end quick model of row {row} (rrid.book.quick_model, {rrid.book.quick_config_path(row).name})")
     seconds["total"] = time.perf_counter() - start
     out(f"rrid.ablation prepare: done in {seconds['total']:.0f} s", flush=True)
     return seconds
@@ -758,8 +770,20 @@ def _model_spec(text: str) -> tuple[int | str, int]:
     return spec
 
 
+def _quick_spec(text: str) -> int | str:
+    """"13" or "rest_only" -> a row for ``rrid.book.quick_model`` (its config must exist)."""
+    import rrid.book
+
+    row = int(text) if text.isdigit() else text
+    try:
+        rrid.book.quick_config_path(row)
+    except FileNotFoundError as e:
+        raise argparse.ArgumentTypeError(f"--quick-models {text!r}: {e}") from None
+    return row
+
+
 def main(argv=None) -> int:
-    """``python -m rrid.ablation prepare [--cache-dir DIR] [--models ROW[:SEED] ...]``."""
+    """``python -m rrid.ablation prepare [--cache-dir DIR] [--models ROW[:SEED] ...] [--quick-models ROW ...]``."""
     ap = argparse.ArgumentParser(prog="python -m rrid.ablation", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     pp = sub.add_parser("prepare", help="build the synthetic split, the backbone, the feature cache and the book's "
@@ -767,8 +791,11 @@ def main(argv=None) -> int:
     pp.add_argument("--cache-dir", type=Path, default=None, help="default: rrid.book.cache_dir()/ablation")
     pp.add_argument("--models", type=_model_spec, nargs="*", default=list(BOOK_MODELS), metavar="ROW[:SEED]",
                     help="heads to train for trained_model (default: BOOK_MODELS; none with an empty list)")
+    pp.add_argument("--quick-models", type=_quick_spec, nargs="*", default=list(BOOK_QUICK_MODELS), metavar="ROW",
+                    help="end-to-end quick models to train for rrid.book.quick_model, into rrid.book.cache_dir() "
+                         "(default: BOOK_QUICK_MODELS; none with an empty list)")
     args = ap.parse_args(argv)
-    prepare(QUICK, args.cache_dir, args.models)
+    prepare(QUICK, args.cache_dir, args.models, quick_models=args.quick_models)
     return 0
 
 

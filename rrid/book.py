@@ -193,6 +193,12 @@ def quick_config_path(row: int | str = 13) -> Path:
     return path
 
 
+def quick_model_path(row: int | str = 13, epochs: int | None = None) -> Path:
+    """Where :func:`quick_model` keeps the checkpoint of ``row`` (``<cache_dir>/row13.pt``; with
+    ``epochs``, ``row13-e1.pt``): present once the model is trained."""
+    return cache_dir() / (quick_config_path(row).stem + (f"-e{epochs}" if epochs is not None else "") + ".pt")
+
+
 def quick_model(row: int | str = 13, epochs: int | None = None):
     """The model of Table 2's ``row`` trained in quick mode: trained once, then loaded.
 
@@ -201,7 +207,9 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
 
     Chapters 7-9 all look at the same small model, so the first caller trains it with
     :func:`rrid.fit` on ``configs/quick/rowNN.yaml`` and keeps its checkpoint under
-    :func:`cache_dir`; later callers (other chapters, other processes) load it. A lock file
+    :func:`cache_dir` (:func:`quick_model_path`; ``python -m rrid.ablation prepare``, which
+    ``make book`` runs first, trains the rows of ``rrid.ablation.BOOK_QUICK_MODELS`` there
+    ahead of the chapters, since one takes minutes on a 2-core CPU); later callers (other chapters, other processes) load it. A lock file
     keeps two processes from training the same model at once, and the checkpoint appears by
     atomic rename, so a reader never sees half of it. Returns ``(model, config)``, the model
     in eval mode on the CPU.
@@ -216,10 +224,10 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
 
     overrides = [f"train.epochs={epochs}"] if epochs is not None else []
     config = load_config(quick_config_path(row), overrides)
-    tag = quick_config_path(row).stem + (f"-e{epochs}" if epochs is not None else "")
-    cache = cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    done, lock = cache / f"{tag}.pt", cache / f"{tag}.lock"
+    done = quick_model_path(row, epochs)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    tag, cache = done.stem, done.parent
+    lock = cache / f"{tag}.lock"
     while not done.is_file():
         try:
             os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))

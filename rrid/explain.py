@@ -12,6 +12,8 @@ from the top.
 * :func:`stripe_rows`: the rows of the feature map that stripe i covers.
 * :func:`pooling_share`: where on the feature map GMP or GAP takes each part feature from
   (the book's counterpart of the paper's Fig. 3(a)-(b), chapter 3).
+* :func:`gmp_holders`: how many channels' maxima each cell holds under GMP (the circles of
+  ``rrid.viz.activation_maps``).
 * :func:`global_share`: where a global feature (GAP, GMP, GAP+GMP, or GCP's p_max and p_cont)
   takes its value from (the counterpart of the paper's Fig. 3(c)-(d), chapter 5).
 """
@@ -27,7 +29,7 @@ from rrid.model import (CONTRASTS, GlobalContrastivePooling, GlobalPooling, Rela
                         stripe_bounds, stripe_pool)
 
 __all__ = ["RelationMaps", "relation_maps", "rest_composition", "relation_switch", "gcp_channel", "stripe_rows",
-           "pooling_share", "GLOBAL_FEATURES", "global_share"]
+           "pooling_share", "gmp_holders", "GLOBAL_FEATURES", "global_share"]
 
 GLOBAL_FEATURES = ("gap", "gmp", "gap+gmp", "p_max", "p_cont")
 
@@ -80,6 +82,32 @@ def pooling_share(x: Tensor, n: int, mode: str = "gmp", index: int = 0) -> Tenso
         if total > 0:
             share[i, first:stop] = part.sum(0) / total
     return share
+
+
+def gmp_holders(x: Tensor, n: int, index: int = 0) -> Tensor:
+    """How many channels of p_i each cell holds the maximum of: (n, H, W), float64.
+
+    ``x``: the backbone's feature map, (N, C, H, W) or (C, H, W). GMP takes each channel of
+    p_i from its own cell, p_ik = max_{(h,w) in S_i} x_k(h, w); this counts, for every cell of
+    stripe i (:func:`stripe_rows`), the channels k whose maximum it holds:
+
+        holders_i(h, w) = sum_k [x_k(h, w) = p_ik] / |{(h', w') in S_i : x_k(h', w') = p_ik}|
+
+    over the channels with p_ik > 0 (a channel that is zero on the whole stripe has no maximum
+    to hold; a tie is split evenly between the tied cells), 0 outside stripe i. Each stripe's
+    counts sum to its number of non-zero channels. Unlike :func:`pooling_share` every channel
+    counts once, whatever its value: the cell with the largest count is the one GMP reads most
+    often, which need not be the cell where the channel sum sum_k x_k(h, w) peaks.
+    """
+    x = _one(x, index, 3).to(torch.float64)
+    C, H, W = x.shape
+    p = stripe_pool(x[None], n, "gmp")[0]                      # (n, C)
+    holders = torch.zeros(n, H, W, dtype=torch.float64)
+    for i, (first, stop) in enumerate(stripe_rows(H, n)):
+        hit = (x[:, first:stop] == p[i][:, None, None]) & (p[i] > 0)[:, None, None]
+        hit = hit.to(torch.float64)
+        holders[i, first:stop] = (hit / hit.sum(dim=(1, 2), keepdim=True).clamp(min=1)).sum(0)
+    return holders
 
 
 def _parts(parts, n: int) -> tuple[int, ...]:

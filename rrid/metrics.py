@@ -257,11 +257,13 @@ def cuhk03_single_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: in
        images gives CMC@k = [r < k];
     3. the CMC is averaged over the draws and over the queries that have a match.
 
-    Unlike the Market-1501 CMC, the rank of the first match here does not count the other
-    images of an identity that is ranked early, nor, by default, any image of the query's
-    own camera: rank-1 is higher than under the standard CUHK03-NP (767/700) protocol, which
-    uses the Market-1501 metric (:func:`evaluate_ranking`). Their mAP for CUHK03 is the
-    Market-1501 one (open-reid's ``mean_ap``): see :func:`ranking_metrics`.
+    Unlike the Market-1501 CMC (:func:`evaluate_ranking`, the metric of the standard CUHK03-NP
+    767/700 protocol), the rank here is that of one randomly kept true match, not of the
+    nearest, among one image per other identity, not all of them, and, by default, without any
+    image of the query's own camera. The first lowers rank-1, the other two raise it; which
+    wins depends on the data (on the book's synthetic quick split rank-1 comes out lower: the
+    chapter "Evaluation and retrieval"), so the two rank-1 numbers are not comparable. Their mAP
+    for CUHK03 is the Market-1501 one (open-reid's ``mean_ap``): see :func:`ranking_metrics`.
 
     Returns ``{"cmc", "mean_reciprocal_rank", "num_valid_queries", "num_skipped_queries"}``;
     ``mean_reciprocal_rank`` is the mean of 1 / (r + 1) (the AP of a draw, which has one
@@ -329,8 +331,9 @@ def compare_protocols(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int
     "cuhk03_single_shot": cuhk03_single_shot(...), "rank1": {"market": .., "cuhk03_single_shot": ..}}``.
 
     Shows why CUHK03 rank-1 numbers are not comparable between papers: the same ranking gets
-    a higher rank-1 under the legacy single-gallery-shot CMC (the authors' code) than under
-    the Market-1501 CMC of the 767/700 protocol, while the mAP is the same in both.
+    a different rank-1 under the legacy single-gallery-shot CMC (the authors' code) than under
+    the Market-1501 CMC of the 767/700 protocol (higher or lower, depending on the data: see
+    :func:`cuhk03_single_shot`), while the mAP is the same in both.
     """
     market = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
     single = cuhk03_single_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank,

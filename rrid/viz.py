@@ -2,8 +2,9 @@
 
 * :func:`retrieval_grid`: a query and its top-k gallery images, green border for a match,
   red for a non-match, with distances (the paper's Fig. 4).
-* :func:`activation_maps`: the backbone map's activation over the image, the stripe borders
-  and the location that global max pooling picks in each stripe (Figs. 3 and 6).
+* :func:`activation_maps`: the backbone map's channel sum over the image, the stripe borders
+  and, per stripe, its peak and the cell that holds the most channels' maxima under GMP (not
+  the paper's Fig. 6, which :func:`relation_activation_maps` draws).
 * :func:`cmc_curve`, :func:`ap_histogram`, :func:`ranking_toy`.
 * :func:`retrieval_comparison`: the top-k of several models for the same queries (Fig. 5).
 * :func:`relation_activation_maps`: per-part maps of R_p for the rest-only model and Eq. (1),
@@ -106,31 +107,58 @@ def retrieval_grid(query_paths, gallery_paths, distmat, q_pids, g_pids, q_camids
 
 
 def activation_maps(model, image_tensor, image_for_display=None, num_stripes: int = 6):
-    """The channel-summed activation of ``model.backbone`` over the image, with the borders of
-    ``num_stripes`` horizontal stripes and, in each stripe, the location of the maximum: the
-    cell that global max pooling of that stripe picks (the paper's Figs. 3 and 6)."""
+    """Where the backbone responds on one image, and where GMP reads each stripe.
+
+    Right panel: the channel sum sum_k x_k(h, w) of ``model.backbone``'s feature map x over the
+    image (bilinear), the borders of ``num_stripes`` stripes as ``stripe_pool`` cuts them
+    (:func:`rrid.explain.stripe_rows`), and two marks per stripe:
+
+    * a star on the peak of the channel sum in the stripe: the brightest cell of this picture,
+      which is *not* the cell GMP picks (GMP picks one cell per channel);
+    * a circle on the cell that holds the maxima of the most channels of p_i
+      (:func:`rrid.explain.gmp_holders`): the cell GMP reads most often. The title gives, per
+      stripe, that cell's share of the stripe's channels.
+
+    The two marks sit on the same cell only where one cell dominates both. This is a picture of
+    the backbone, not the paper's Fig. 6 (per-part maps of R_p): see :func:`relation_activation_maps`.
+    """
+    from matplotlib.lines import Line2D
+
+    from rrid.explain import gmp_holders, stripe_rows
+
     use_style()
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         fmap = model.backbone(image_tensor.unsqueeze(0) if image_tensor.ndim == 3 else image_tensor[:1])
     model.train(was_training)
-    act = fmap[0].float().sum(0).cpu().numpy()  # (h, w)
+    x = fmap[0].detach().cpu().double()                                # (C, h, w)
+    act = x.sum(0).numpy()                                             # (h, w)
+    holders = gmp_holders(x, num_stripes).numpy()                      # (n, h, w)
     h, w = act.shape
     img = _image(image_tensor if image_for_display is None else image_for_display)
     H, W = img.shape[:2]
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(4, 4.5))
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(4.4, 4.8))
     ax0.imshow(img)
     ax0.set_title("image")
     ax1.imshow(img)
     ax1.imshow(act, cmap="jet", alpha=0.5, extent=(0, W, H, 0), interpolation="bilinear")
-    ax1.set_title("activation, GMP argmax")
-    bounds = np.linspace(0, h, num_stripes + 1).round().astype(int)
-    for top, bottom in zip(bounds[:-1], bounds[1:]):
+    ax1.set_title("channel sum of x")
+    shares = []
+    for i, (top, bottom) in enumerate(stripe_rows(h, num_stripes)):
         ax1.axhline(top * H / h, color="white", lw=1)
-        stripe = act[top:bottom]
-        y, x = np.unravel_index(np.argmax(stripe), stripe.shape)
-        ax1.plot((x + 0.5) * W / w, (top + y + 0.5) * H / h, "w*", ms=12, mec="black")
+        y, c = np.unravel_index(np.argmax(act[top:bottom]), (bottom - top, w))
+        ax1.plot((c + 0.5) * W / w, (top + y + 0.5) * H / h, "w*", ms=12, mec="black")
+        stripe = holders[i, top:bottom]
+        y, c = np.unravel_index(np.argmax(stripe), stripe.shape)
+        ax1.plot((c + 0.5) * W / w, (top + y + 0.5) * H / h, "o", ms=17, mfc="none", mec="white", mew=2)
+        shares.append(stripe.max() / max(stripe.sum(), 1e-12))
+    ax1.legend(handles=[Line2D([], [], marker="*", ls="", color="w", mec="black", ms=10, label="peak of the sum"),
+                        Line2D([], [], marker="o", ls="", mfc="none", mec="black", ms=10,
+                               label="most channel maxima (GMP)")],
+               loc="upper center", bbox_to_anchor=(0.0, -0.02), fontsize="x-small", frameon=False)
+    fig.suptitle("share of channels held by the circled cell: "
+                 + " ".join(f"{100 * s:.0f}%" for s in shares), fontsize="x-small")
     for ax in (ax0, ax1):
         ax.set_xticks([])
         ax.set_yticks([])

@@ -336,6 +336,36 @@ def test_features_prints_a_note_before_building(tmp_path, capsys, monkeypatch):
     ablation._MEMO.clear()
 
 
+def test_prepare_trains_the_quick_models_into_the_book_cache(tmp_path, capsys, monkeypatch):
+    import rrid.book
+
+    monkeypatch.setenv("RRID_CACHE", str(tmp_path / "book-cache"))
+    trained = []
+
+    def fake_quick_model(row=13, epochs=None):   # what quick_model leaves behind: its checkpoint
+        trained.append(row)
+        path = rrid.book.quick_model_path(row, epochs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"checkpoint")
+
+    monkeypatch.setattr(rrid.book, "quick_model", fake_quick_model)
+    monkeypatch.setattr(ablation, "synthetic_split", lambda *a: None)   # the head-only steps are tested above
+    monkeypatch.setattr(ablation, "train_backbone", lambda *a, **k: None)
+    monkeypatch.setattr(ablation, "build_features", lambda *a, **k: None)
+    seconds = ablation.prepare(TINY, tmp_path / "ablation", models=[], quick_models=[13])
+    assert trained == [13] and "quick model 13" in seconds
+    assert rrid.book.quick_model_path(13) == tmp_path / "book-cache" / "row13.pt"
+    assert "end-to-end quick model of row 13 (rrid.book.quick_model, row13.yaml): built" in capsys.readouterr().out
+    ablation.prepare(TINY, tmp_path / "ablation", models=[], quick_models=[13])
+    assert "end-to-end quick model of row 13 (rrid.book.quick_model, row13.yaml): found (row13.pt)" in capsys.readouterr().out
+    assert ablation.prepare.__defaults__[-1] == (), "the function trains no quick model unless asked (tests stay fast)"
+    assert ablation._quick_spec("13") == 13 and ablation._quick_spec("rest_only") == "rest_only"
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="--quick-models '99'"):
+        ablation._quick_spec("99")
+
+
 def test_prepare_cli_parses_models():
     assert ablation._model_spec("13:2") == (13, 2) and ablation._model_spec("rest_only") == ("rest_only", 0)
     import argparse

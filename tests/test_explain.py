@@ -258,6 +258,37 @@ def test_pooling_share_zero_stripe_and_errors():
         explain.pooling_share(x, 2, "max")
 
 
+def test_gmp_holders_counts_channel_maxima_per_cell():
+    # C = 3 channels, H = 4 rows, W = 2 columns, n = 2 stripes of 2 rows
+    x = torch.zeros(3, 4, 2, dtype=torch.float64)
+    x[0, 0, 0], x[0, 1, 1] = 3.0, 1.0     # stripe 1, channel 0: max at (0, 0)
+    x[1, 0, 0], x[1, 1, 0] = 2.0, 2.0     # stripe 1, channel 1: tied at (0, 0) and (1, 0)
+    x[2, 2:, :] = 5.0                     # stripe 2: channel 2 tied on all four cells; channels 0, 1 zero
+    holders = explain.gmp_holders(x, 2)
+    expected = torch.zeros(2, 4, 2, dtype=torch.float64)
+    expected[0, 0, 0], expected[0, 1, 0] = 1.5, 0.5   # channel 0 whole, channel 1 split; channel 2 is zero there
+    expected[1, 2:, :] = 0.25                          # only channel 2 is non-zero in stripe 2
+    torch.testing.assert_close(holders, expected)
+
+
+def test_gmp_holders_follow_the_argmax_of_every_channel():
+    g = torch.Generator().manual_seed(1)
+    x = torch.relu(torch.randn(2, 16, 6, 3, generator=g, dtype=torch.float64))
+    for n in (1, 4, 6):  # n = 4 on 6 rows: neighbouring stripes share a row
+        holders = explain.gmp_holders(x, n, index=1)
+        p = stripe_pool(x[1:], n, "gmp")[0]
+        for i, (first, stop) in enumerate(explain.stripe_rows(6, n)):
+            assert holders[i, :first].sum() == 0 and holders[i, stop:].sum() == 0, "nothing outside stripe i"
+            cells = x[1, :, first:stop]
+            by_hand = torch.zeros(stop - first, 3, dtype=torch.float64)
+            for k in range(16):   # random values: no ties
+                if p[i, k] > 0:
+                    r, c = divmod(int(cells[k].argmax()), 3)
+                    by_hand[r, c] += 1
+            torch.testing.assert_close(holders[i, first:stop], by_hand)
+            assert holders[i].sum() == int((p[i] > 0).sum())
+
+
 def test_global_share_on_a_hand_made_map():
     # C = 2 channels, H = 4 rows, W = 1 column; n = 2 stripes (rows 0-1 and 2-3)
     x = torch.zeros(2, 4, 1, dtype=torch.float64)

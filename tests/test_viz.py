@@ -39,11 +39,16 @@ def test_cmc_and_ap_histogram():
     assert sum(p.get_height() for p in fig.axes[0].patches) == 2
 
 
-def test_activation_maps_marks_the_gmp_argmax():
+def test_activation_maps_marks_the_channel_sum_peak_and_the_gmp_cell():
+    # 6 x 2 map, 6 stripes of one row. Row 0: cell (0, 0) has the larger channel sum (1 + 1 + 1 + 5 = 8 > 6)
+    # but cell (0, 1) holds the maxima of three of the four channels: star at column 0, circle at column 1.
+    # Rows 1..5: one channel, alternating columns, so both marks sit on the same cell.
     class Backbone(torch.nn.Module):
         def forward(self, x):
-            fmap = torch.zeros(1, 2, 6, 2)
-            fmap[0, 0, torch.arange(6), torch.tensor([0, 1, 0, 1, 0, 1])] = 1.0
+            fmap = torch.zeros(1, 4, 6, 2)
+            fmap[0, :, 0, 0] = torch.tensor([1.0, 1.0, 1.0, 5.0])
+            fmap[0, :, 0, 1] = torch.tensor([2.0, 2.0, 2.0, 0.0])
+            fmap[0, 0, torch.arange(1, 6), torch.tensor([1, 0, 1, 0, 1])] = 1.0
             return fmap
 
     class Model(torch.nn.Module):
@@ -54,8 +59,16 @@ def test_activation_maps_marks_the_gmp_argmax():
     fig = viz.activation_maps(Model(), torch.rand(3, 12, 4), num_stripes=6)
     assert len(fig.axes) == 2
     stars = [line for line in fig.axes[1].lines if line.get_marker() == "*"]
-    xs = [float(s.get_xdata()[0]) for s in stars]
-    assert xs == [1.0, 3.0, 1.0, 3.0, 1.0, 3.0]  # (column + 0.5) * W / w with W = 4, w = 2
+    circles = [line for line in fig.axes[1].lines if line.get_marker() == "o"]
+    x_star = [float(s.get_xdata()[0]) for s in stars]
+    x_circle = [float(c.get_xdata()[0]) for c in circles]
+    y_star = [float(s.get_ydata()[0]) for s in stars]
+    assert x_star == [1.0, 3.0, 1.0, 3.0, 1.0, 3.0]    # (column + 0.5) * W / w with W = 4, w = 2
+    assert x_circle == [3.0, 3.0, 1.0, 3.0, 1.0, 3.0]  # row 0: the cell holding 3 of the 4 channel maxima
+    assert y_star == [1.0, 3.0, 5.0, 7.0, 9.0, 11.0]   # (row + 0.5) * H / h with H = 12, h = 6
+    assert "75% 100% 100% 100% 100% 100%" in fig._suptitle.get_text()
+    assert fig.axes[1].get_title() == "channel sum of x"
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- Table 1, architecture
