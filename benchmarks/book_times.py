@@ -11,6 +11,10 @@ cell runs under the build's per-cell timeout (``execute.timeout`` in ``_config.y
 slowest cell of every chapter is reported with its share of that timeout: a cell above 1/5 of it
 is flagged, because a machine five times slower (or busy with other work) would fail the build.
 
+``--warm`` keeps the model cache that ``make prepare`` built (``rrid.book.cache_dir()``) instead of an
+empty one: the preparation line then only checks that everything is there, and the chapters are
+timed alone (quicker to repeat, e.g. beside ``--busy``).
+
 ``--busy N`` starts N CPU-bound processes (a ``while`` loop, like ``while True: pass``, that also
 ends if this script dies) for the whole measurement and kills them after it: the build on a
 machine that something else keeps busy.
@@ -95,6 +99,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chapters", nargs="*", help="chapters as in _toc.yml (default: every notebook)")
     parser.add_argument("--busy", type=int, default=0, help="CPU-bound processes to run beside the build")
+    parser.add_argument("--warm", action="store_true",
+                        help="use the model cache make prepare built instead of an empty one")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     names = args.chapters or [c for c in chapters() if (ROOT / f"{c}.ipynb").is_file()]
@@ -108,7 +114,8 @@ def main(argv=None) -> None:
     rows = []
     try:
         with tempfile.TemporaryDirectory() as cache:
-            os.environ["RRID_CACHE"] = cache  # cold: the first chapter that needs the quick model trains it
+            if not args.warm:
+                os.environ["RRID_CACHE"] = cache  # cold: prepare builds everything, as on a fresh clone
             preparation = prepare()
             print(f"{'preparation':30} {preparation:6.1f} s (python -m rrid.ablation prepare)", flush=True)
             for name in names:
@@ -127,21 +134,22 @@ def main(argv=None) -> None:
     cpus = os.cpu_count()
     beside = f", {args.busy} CPU-bound process{'es' if args.busy > 1 else ''} beside it" if args.busy else ""
     stem = "book_times_busy" if args.busy else "book_times"
+    cache_state = "warm (built by make prepare before)" if args.warm else "cold"
     out = Path(args.out)
     with atomic_write(out / f"{stem}.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["chapter", "seconds", "slowest_cell", "slowest_cell_seconds", "share_of_cell_timeout"])
         writer.writerow(["preparation", f"{preparation:.1f}", "python -m rrid.ablation prepare", "", ""])
         writer.writerows((n, f"{s:.1f}", c, f"{cs:.1f}", f"{cs / timeout:.3f}") for n, s, c, cs in rows)
-    titles = {n: nbformat.read(ROOT / f"{n}.ipynb", as_version=4).cells[0].source.splitlines()[0].lstrip("# ")
-              for n, *_ in rows}
+    titles = {n: next(line[2:] for line in nbformat.read(ROOT / f"{n}.ipynb", as_version=4).cells[0].source.splitlines()
+                      if line.startswith("# ")) for n, *_ in rows}
 
     def code(text: str) -> str:
         text = text.replace("`", "'").replace("|", "\\|")
         return f"`{text[:67] + '...' if len(text) > 70 else text}`"
 
     with atomic_write(out / f"{stem}.md") as f:
-        f.write(f"| chapter | seconds in quick mode ({cpus}-core CPU, cold model cache{beside}) "
+        f.write(f"| chapter | seconds in quick mode ({cpus}-core CPU, {cache_state} model cache{beside}) "
                 f"| its slowest cell | seconds (share of the {timeout} s cell timeout) |\n|---|---:|---|---:|\n")
         f.write(f"| preparation, once before the chapters (`python -m rrid.ablation prepare`) | {preparation:.0f} | | |\n")
         f.writelines(f"| {titles[n]} | {s:.0f} | {code(c)} | {cs:.0f} ({cs / timeout:.2f}){' ⚠' if cs > timeout / HEADROOM else ''} |\n"

@@ -438,15 +438,16 @@ def format_table(table: int | Sequence[Mapping], columns: Sequence | None = None
     return f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>"
 
 
-def show_table(table: int | Sequence[Mapping], columns: Sequence | None = None, caption: str | None = None):
+def show_table(table: int | Sequence[Mapping], columns: Sequence | None = None, caption: str | None = None,
+               bold_best: bool = True):
     """The table as an IPython ``Markdown`` object (the last line of a notebook cell shows it).
 
     ``caption`` is printed under the table in italics; for Table 1 the note on the missing
-    Duke columns is added to it.
+    Duke columns is added to it. ``bold_best`` as in :func:`format_table`.
     """
     from IPython.display import Markdown
 
-    text = format_table(table, columns)
+    text = format_table(table, columns, bold_best=bold_best)
     notes = [caption] if caption else []
     if table == 1:
         notes.append(DUKE_NOTE)

@@ -100,13 +100,13 @@ def test_only_stale_temps_of_ours_are_removed(tmp_path):
     stale = [
         _touch(tmp_path / f".last.pt.rrid-{dead}-1234-{host}.abcd_123.tmp"),               # writer killed (kill -9)
         _touch(tmp_path / f".best.pt.rrid-{dead}-1234-{host}.x1y2z3w4.tmp"),
-        _touch(tmp_path / f".other-host.pt.rrid-1-1-elsewhere.abcdefgh.tmp", age=hour),  # another host, long untouched
+        _touch(tmp_path / ".other-host.pt.rrid-1-1-elsewhere.abcdefgh.tmp", age=hour),  # another host, long untouched
         _touch(tmp_path / ".last.pt.q9w8e7r6.tmp", age=hour),                         # an older rrid's name
         _touch(tmp_path / f".synthetic.rrid-{dead}-1234-{host}.k2j3h4g5.tmp", folder=True),  # a temp folder
     ]
     kept = [
         _touch(tmp_path / f"{temp_prefix('last.pt')}aaaaaaaa.tmp"),                   # this live process
-        _touch(tmp_path / f".config.yaml.rrid-1-1-elsewhere.bbbbbbbb.tmp"),             # another host, fresh
+        _touch(tmp_path / ".config.yaml.rrid-1-1-elsewhere.bbbbbbbb.tmp"),             # another host, fresh
         _touch(tmp_path / ".last.pt.z9z9z9z9.tmp"),                                   # older name, fresh
         _touch(tmp_path / "last.pt", age=hour), _touch(tmp_path / "notes.tmp", age=hour),
         _touch(tmp_path / ".last.pt.tmp", age=hour), _touch(tmp_path / ".cache.abcdefgh.tmp", age=hour),
