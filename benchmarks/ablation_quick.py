@@ -156,8 +156,18 @@ def _fmt_cmp(c, label: str) -> str:
             f"{q.n} | {c.verdict} |")
 
 
-def report(out: Path, protocol: ablation.Protocol, cache_seconds: float | None) -> str:
-    """The summary (markdown) of the CSV files in ``out``."""
+def _build_time(info: dict | None) -> str:
+    """"; the feature cache took ... once" from the cache's info (the backbone's time where it was recorded)."""
+    if not info or not info.get("seconds"):
+        return ""
+    text = f"; before these runs, the feature cache took {info['seconds'] / 60:.1f} min of wall time once"
+    if info.get("backbone_seconds"):
+        text += f" and the backbone's training {info['backbone_seconds'] / 60:.1f} min"
+    return text
+
+
+def report(out: Path, protocol: ablation.Protocol, info: dict | None) -> str:
+    """The summary (markdown) of the CSV files in ``out``; ``info``: ``rrid.ablation.cache_info``."""
     runs = ablation.read_runs(out / "ablation_quick.csv")
     blocks = ablation.read_blocks(out / "blocks_quick.csv")
     lines = read_csv(out / "ablation_quick.csv")
@@ -217,8 +227,7 @@ def report(out: Path, protocol: ablation.Protocol, cache_seconds: float | None) 
     w(f"Time: {len(lines)} runs ({len(runs)} rows x seeds {seeds}) took {wall / 60:.1f} min of wall time "
       f"({train / 60:.1f} min of it head training, the rest evaluation) and {cpu / 60:.1f} min of CPU time, on one "
       "thread of this project's 2-core machine while other jobs shared it (wall time > CPU time: the process waited "
-      "for a core)" + (f"; the backbone and feature cache took {cache_seconds / 60:.1f} min of wall time once, "
-                       "before these runs." if cache_seconds else "."))
+      "for a core)" + _build_time(info) + ".")
     return s.getvalue()
 
 
@@ -236,7 +245,6 @@ def main(argv=None, protocol: ablation.Protocol = ablation.QUICK) -> None:
     runs_csv, blocks_csv, ap_npz = (args.out / n for n in ("ablation_quick.csv", "blocks_quick.csv", "ablation_quick_ap.npz"))
     args.out.mkdir(parents=True, exist_ok=True)
     info = ablation.cache_info(protocol)
-    cache_seconds = info.get("seconds") if info else None
     if args.fresh and not args.report:
         for path in (runs_csv, blocks_csv, ap_npz, args.out / "ablation_quick.md"):
             path.unlink(missing_ok=True)
@@ -248,9 +256,10 @@ def main(argv=None, protocol: ablation.Protocol = ablation.QUICK) -> None:
     if not args.report:
         t0 = time.perf_counter()
         feats = ablation.features(protocol, progress=True)
-        cache_seconds = feats.info.get("seconds") if feats.info else None
+        info = feats.info
         print(f"feature cache ready in {time.perf_counter() - t0:.0f} s "
-              f"(built in {cache_seconds or 0:.0f} s): {tuple(feats.train_x.shape)} training maps", flush=True)
+              f"(built in {(info or {}).get('seconds') or 0:.0f} s): {tuple(feats.train_x.shape)} training maps",
+              flush=True)
         runs, blocks, aps = read_csv(runs_csv), read_csv(blocks_csv), read_ap(ap_npz)
         done = {(int(d["row"]), int(d["seed"])) for d in runs}
         todo = [(r, s) for s in args.seeds for r in args.rows if (r, s) not in done]
@@ -270,7 +279,7 @@ def main(argv=None, protocol: ablation.Protocol = ablation.QUICK) -> None:
             write_csv(runs_csv, RUN_COLUMNS, runs)
             print(f"[{i}/{len(todo)}] row {row:2d} seed {seed}: mAP {run.mAP:.2f} rank-1 {run.rank1:.2f} "
                   f"({run.train_seconds:.0f} s training, {wall:.0f} s in all)", flush=True)
-    text = report(args.out, protocol, cache_seconds)
+    text = report(args.out, protocol, info)
     with atomic_write(args.out / "ablation_quick.md") as f:
         values = {**protocol.as_dict(), "milestones": ", ".join(map(str, protocol.milestones))}
         f.write(README.format(**values) + "\n" + text)

@@ -382,3 +382,28 @@ def test_head_training_repeats_bit_for_bit_in_each_thread_setting(tiny, threads)
     pr = replace(TINY, threads=threads, epochs=2)
     a, b = ablation.train_heads(8, 0, pr, feats), ablation.train_heads(8, 0, pr, feats)
     assert a.mAP == b.mAP and a.history == b.history and a.blocks == b.blocks
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def test_committed_results_are_of_this_protocol_and_meet_the_power_goal():
+    """The results chapter 9 reads: made with the package's current protocol (a change to the
+    protocol or to RRIDConfig's defaults must be followed by a re-run of the benchmark), every
+    row with the same >= 5 seeds, and every paired interval recomputed here with scipy (a
+    held-out check of rrid.stats) with a half-width within the benchmark's goal."""
+    with open(RESULTS / "ablation_quick.csv", newline="") as f:
+        records = list(csv.DictReader(f))
+    assert {r["protocol"] for r in records} == {ablation.QUICK.key()}, \
+        "benchmarks/results/ablation_quick.csv predates the package's protocol: run benchmarks/ablation_quick.py --fresh"
+    runs = ablation.read_runs(RESULTS / "ablation_quick.csv")
+    blocks = ablation.read_blocks(RESULTS / "blocks_quick.csv")
+    seeds = sorted(runs[1])
+    assert len(seeds) >= 5 and sorted(runs) == list(range(1, 14)) and all(sorted(v) == seeds for v in runs.values())
+    for c in ablation.comparisons(runs) + ablation.block_comparisons(blocks):
+        per_seed = (lambda r: runs[r]) if c.block is None else (lambda r: blocks[r, c.block])
+        a = [per_seed(c.a)[s]["mAP"] for s in seeds]
+        b = [per_seed(c.b)[s]["mAP"] for s in seeds]
+        ci = st.ttest_rel(a, b).confidence_interval(0.95)
+        assert (c.quick.low, c.quick.high) == pytest.approx((ci.low, ci.high), abs=1e-9)
+        assert c.quick.half_width <= ablation.POWER_GOAL, (c.a, c.b, c.block, c.quick)
