@@ -17,7 +17,7 @@ export RRID_LIVEPLOT ?= static
 # (benchmarks/contention.py); read once when torch loads, so it is set for every process here
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv prepare book test unit nbval html chromium clean
+.PHONY: venv prepare prepare-heads prepare-quick book test test-serial unit nbval html chromium clean
 
 venv: $(VENV)/.installed
 
@@ -30,8 +30,16 @@ $(VENV)/.installed: pyproject.toml
 # One-time preparation outside the notebooks' cells: the quick ablation's backbone, feature cache and
 # the trained heads the chapters draw, and the end-to-end quick Ours-F that chapter 8 loads
 # (rrid.ablation.prepare; seconds when they are already built)
-prepare: venv
+prepare: venv prepare-heads prepare-quick
 	$(PY) -m rrid.ablation prepare
+
+# its two independent halves, which make test runs side by side: the head-only chain (its backbone
+# trains on one thread) and the end-to-end quick model of chapter 8 (two threads)
+prepare-heads: venv
+	$(PY) -m rrid.ablation prepare --quick-models
+
+prepare-quick: venv
+	$(PY) -m rrid.ablation prepare --quick-only
 
 book: venv prepare
 	$(VENV)/bin/jupyter-book build --all . 
@@ -57,7 +65,16 @@ nbval: venv prepare
 html: book chromium
 	$(PY) -m pytest -q -rs tests -m book_html
 
-test: unit nbval html
+# Two jobs at a time on the project's 2-core machine: the two halves of the preparation side by
+# side, the unit tests in the core left over, then nbval beside the book build (each chapter's
+# slowest cell stays under 1/5 of the cell timeout with a CPU-bound process beside it:
+# benchmarks/results/book_times_busy.md). Each job's output is printed when it ends.
+# `make test-serial` runs the same parts one after the other.
+test:
+	@echo "make test: preparation, unit tests, nbval and the book build, two at a time (output per part, when it ends)"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-serial
+
+test-serial: unit nbval html
 
 clean:
 	rm -rf _build

@@ -729,13 +729,16 @@ a chapter's cell should take)."""
 
 
 def prepare(protocol: Protocol = QUICK, cache_dir=None, models=BOOK_MODELS, out=print,
-            quick_models=()) -> dict[str, float]:
+            quick_models=(), ablation: bool = True) -> dict[str, float]:
     """Build everything the book's chapters read, once: the synthetic split, the backbone, the
     feature cache and the heads of ``models`` ((row, seed) pairs), then the end-to-end quick
     models of ``quick_models`` (rows for ``rrid.book.quick_model``, kept in ``rrid.book.cache_dir()``
     whatever ``cache_dir`` is; ``python -m rrid.ablation prepare`` passes
-    :data:`BOOK_QUICK_MODELS`). Each step is skipped when its file exists (idempotent; atomic
-    and locked as every build here). Prints a line per step and returns {step: seconds}."""
+    :data:`BOOK_QUICK_MODELS`). ``ablation=False`` builds the quick models alone (no synthetic
+    split, backbone, features or heads), so that ``make test`` can train them in a second process
+    beside the head-only chain, whose backbone trains on one thread. Each step is skipped when its
+    file exists (idempotent; atomic and locked as every build here). Prints a line per step and
+    returns {step: seconds}."""
     import rrid.book
     pr = protocol
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -749,12 +752,15 @@ def prepare(protocol: Protocol = QUICK, cache_dir=None, models=BOOK_MODELS, out=
         out(f"  {what}: " + (f"found ({path.name})" if found else f"built in {seconds[name]:.0f} s"), flush=True)
 
     out(f"rrid.ablation prepare: protocol {pr.key()}, cache {cache}", flush=True)
-    step("synthetic set", _synthetic_path(pr, cache), lambda: synthetic_split(pr, cache),
-         f"synthetic set ({pr.backbone_ids} + {pr.train_ids} + {pr.test_ids} identities)")
-    step("backbone", cache / f"backbone-{pr.backbone_key()}.pt", lambda: train_backbone(pr, cache, progress=True),
-         f"backbone ({pr.backbone}, {pr.backbone_epochs} epochs on {_device().type}, {pr.backbone_threads} thread(s))")
-    step("feature cache", _features_path(pr, cache), lambda: build_features(pr, cache, progress=True),
-         f"feature cache ({pr.views} training views, test images plain and mirrored)")
+    if not ablation:
+        models = ()
+    else:
+        step("synthetic set", _synthetic_path(pr, cache), lambda: synthetic_split(pr, cache),
+             f"synthetic set ({pr.backbone_ids} + {pr.train_ids} + {pr.test_ids} identities)")
+        step("backbone", cache / f"backbone-{pr.backbone_key()}.pt", lambda: train_backbone(pr, cache, progress=True),
+             f"backbone ({pr.backbone}, {pr.backbone_epochs} epochs on {_device().type}, {pr.backbone_threads} thread(s))")
+        step("feature cache", _features_path(pr, cache), lambda: build_features(pr, cache, progress=True),
+             f"feature cache ({pr.views} training views, test images plain and mirrored)")
     for row, seed in models:
         step(f"heads {row} seed {seed}", _trained_path(row, seed, pr, cache), lambda: _trained(row, seed, pr, cache),
              f"heads of row {row}, seed {seed}")
@@ -791,7 +797,8 @@ def _quick_spec(text: str) -> int | str:
 
 
 def main(argv=None) -> int:
-    """``python -m rrid.ablation prepare [--cache-dir DIR] [--models ROW[:SEED] ...] [--quick-models ROW ...]``."""
+    """``python -m rrid.ablation prepare [--cache-dir DIR] [--models ROW[:SEED] ...] [--quick-models ROW ...]
+    [--quick-only]``."""
     ap = argparse.ArgumentParser(prog="python -m rrid.ablation", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     pp = sub.add_parser("prepare", help="build the synthetic split, the backbone, the feature cache and the book's "
@@ -802,8 +809,10 @@ def main(argv=None) -> int:
     pp.add_argument("--quick-models", type=_quick_spec, nargs="*", default=list(BOOK_QUICK_MODELS), metavar="ROW",
                     help="end-to-end quick models to train for rrid.book.quick_model, into rrid.book.cache_dir() "
                          "(default: BOOK_QUICK_MODELS; none with an empty list)")
+    pp.add_argument("--quick-only", action="store_true",
+                    help="build only the end-to-end quick models (no synthetic split, backbone, features or heads)")
     args = ap.parse_args(argv)
-    prepare(QUICK, args.cache_dir, args.models, quick_models=args.quick_models)
+    prepare(QUICK, args.cache_dir, args.models, quick_models=args.quick_models, ablation=not args.quick_only)
     return 0
 
 

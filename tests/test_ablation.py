@@ -358,7 +358,15 @@ def test_prepare_trains_the_quick_models_into_the_book_cache(tmp_path, capsys, m
     assert "end-to-end quick model of row 13 (rrid.book.quick_model, row13.yaml): built" in capsys.readouterr().out
     ablation.prepare(TINY, tmp_path / "ablation", models=[], quick_models=[13])
     assert "end-to-end quick model of row 13 (rrid.book.quick_model, row13.yaml): found (row13.pt)" in capsys.readouterr().out
-    assert ablation.prepare.__defaults__[-1] == (), "the function trains no quick model unless asked (tests stay fast)"
+    assert ablation.prepare.__defaults__[-2] == (), "the function trains no quick model unless asked (tests stay fast)"
+    # --quick-only (make test's second process): the quick models alone, no head-only step at all
+    monkeypatch.setattr(ablation, "synthetic_split", lambda *a: pytest.fail("--quick-only built the synthetic split"))
+    monkeypatch.setattr(ablation, "_trained", lambda *a: pytest.fail("--quick-only trained heads"))
+    rrid.book.quick_model_path(13).unlink()
+    trained.clear()
+    ablation.main(["prepare", "--cache-dir", str(tmp_path / "ablation"), "--quick-only", "--models", "4"])
+    out = capsys.readouterr().out
+    assert trained == [13] and "built" in out and "synthetic" not in out and "heads" not in out
     assert ablation._quick_spec("13") == 13 and ablation._quick_spec("rest_only") == "rest_only"
     import argparse
 
