@@ -6,9 +6,19 @@ Tests that use it skip with a reason on a fresh clone that lacks it.
 """
 
 
+import sys
+
 import pytest
 
 import rrid.book
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close the figures a test drew (pyplot keeps every open figure alive and warns past 20)."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 
