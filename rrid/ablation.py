@@ -752,18 +752,16 @@ def prepare(protocol: Protocol = QUICK, cache_dir=None, models=BOOK_MODELS, out=
         out(f"  {what}: " + (f"found ({path.name})" if found else f"built in {seconds[name]:.0f} s"), flush=True)
 
     out(f"rrid.ablation prepare: protocol {pr.key()}, cache {cache}", flush=True)
-    if not ablation:
-        models = ()
-    else:
+    if ablation:
         step("synthetic set", _synthetic_path(pr, cache), lambda: synthetic_split(pr, cache),
              f"synthetic set ({pr.backbone_ids} + {pr.train_ids} + {pr.test_ids} identities)")
         step("backbone", cache / f"backbone-{pr.backbone_key()}.pt", lambda: train_backbone(pr, cache, progress=True),
              f"backbone ({pr.backbone}, {pr.backbone_epochs} epochs on {_device().type}, {pr.backbone_threads} thread(s))")
         step("feature cache", _features_path(pr, cache), lambda: build_features(pr, cache, progress=True),
              f"feature cache ({pr.views} training views, test images plain and mirrored)")
-    for row, seed in models:
-        step(f"heads {row} seed {seed}", _trained_path(row, seed, pr, cache), lambda: _trained(row, seed, pr, cache),
-             f"heads of row {row}, seed {seed}")
+        for row, seed in models:
+            step(f"heads {row} seed {seed}", _trained_path(row, seed, pr, cache), lambda: _trained(row, seed, pr, cache),
+                 f"heads of row {row}, seed {seed}")
     for row in quick_models:
         step(f"quick model {row}", rrid.book.quick_model_path(row), lambda: rrid.book.quick_model(row),
              f"end-to-end quick model of row {row} (rrid.book.quick_model, {rrid.book.quick_config_path(row).name})")

@@ -21,7 +21,6 @@ def _close_figures():
         sys.modules["matplotlib.pyplot"].close("all")
 
 
-
 @pytest.fixture(scope="session")
 def market_mini():
     path = rrid.book.market_mini()
