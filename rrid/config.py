@@ -37,6 +37,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
+from rrid.errors import ConfigError
 from rrid.files import atomic_write
 from rrid.model import RRIDConfig
 
@@ -47,8 +48,6 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration file or override that does not describe a valid run."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from rrid.errors import ExportError
 from rrid.files import atomic_path
 
 __all__ = ["export_onnx", "ExportError", "cli"]
@@ -74,8 +75,6 @@ def _num_classes(state: dict) -> int:
     return 751
 
 
-class ExportError(RuntimeError):
-    """The ONNX export cannot run here (the ``onnx`` package is missing) or its result is wrong."""
 
 
 def _require_onnx() -> None:

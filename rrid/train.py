@@ -50,6 +50,7 @@ from torch import nn
 from rrid.callbacks import Callback
 from rrid.config import (ConfigError, ExperimentConfig, check_device, config_diff, config_from_dict, config_to_dict,
                          load_config, save_config)
+from rrid.errors import CheckpointError, RunFolderError
 from rrid.files import atomic_path, atomic_write, describe_write_error, remove_stale_temps
 from rrid.losses import RRIDLoss
 from rrid.model import RRID, param_groups
@@ -72,16 +73,6 @@ LOSS_PARTS = ("total", "triplet", "ce", "acc")
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped before the update."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read (truncated, corrupted, failed checksum, not an rrid
-    checkpoint, does not fit the model) or written (a full disk)."""
-
-
-class RunFolderError(RuntimeError):
-    """A run folder that holds another run (without resume or overwrite), or a resume whose
-    config differs from the saved run's."""
 
 
 @dataclass

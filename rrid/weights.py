@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 import torchvision
 
+from rrid.errors import WeightsError
 from rrid.files import atomic_path
 
 __all__ = ["IMAGENET_WEIGHTS", "WeightsError", "weights_file", "sha256_file", "imagenet_state_dict", "load_imagenet"]
@@ -41,8 +42,6 @@ IMAGENET_WEIGHTS: dict[str, tuple[str, Optional[str]]] = {
 DOWNLOAD_TIMEOUT = 60.0      # seconds without data before a download gives up
 
 
-class WeightsError(RuntimeError):
-    """ImageNet weights that are missing, fail their checksum, or are not a plain state dict."""
 
 
 def weights_file(name: str) -> Path:

@@ -29,6 +29,8 @@ from typing import NamedTuple, Sequence
 
 from PIL import Image
 
+from rrid.errors import DatasetError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 _NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+)?(?:_[^/]*)?\.(?:jpe?g|png)$", re.IGNORECASE)
 
@@ -41,8 +43,6 @@ class ImageRecord(NamedTuple):
     camid: int
 
 
-class DatasetError(ValueError):
-    """A data set on disk is missing, malformed or does not follow its protocol."""
 
 
 def parse_name(filename: str) -> tuple[int, int] | None:
