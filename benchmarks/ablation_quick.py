@@ -39,7 +39,7 @@ train_seconds, wall_seconds, protocol), ``blocks_quick.csv`` (row, seed, block, 
 ``ablation_quick.md`` (the protocol, the intervals, the verdicts and the wall time). A run
 already in the CSV is skipped, so the benchmark can be stopped and resumed in pieces; runs of
 another protocol (e.g. after the package's RRIDConfig defaults changed) are refused (``--fresh``).
-One thread; the backbone and the feature cache are built once into ``rrid.book.cache_dir()``.
+One thread; the backbone and the feature cache are built once into ``rrid.paths.cache_dir()``.
 
     python benchmarks/ablation_quick.py                     # the whole benchmark, resumable
     python benchmarks/ablation_quick.py --seeds 0 1         # a piece: only these seeds

@@ -11,7 +11,7 @@ cell runs under the build's per-cell timeout (``execute.timeout`` in ``_config.y
 slowest cell of every chapter is reported with its share of that timeout: a cell above 1/5 of it
 is flagged, because a machine five times slower (or busy with other work) would fail the build.
 
-``--warm`` keeps the model cache that ``make prepare`` built (``rrid.book.cache_dir()``) instead of an
+``--warm`` keeps the model cache that ``make prepare`` built (``rrid.paths.cache_dir()``) instead of an
 empty one: the preparation line then only checks that everything is there, and the chapters are
 timed alone (quicker to repeat, e.g. beside ``--busy``).
 

@@ -182,13 +182,14 @@ def _eval(args) -> int:
 
 def _prepare(args) -> int:
     from rrid.data import DatasetError
-    from rrid.data.download import DEFAULT_ROOTS, PREPARE, resolve_root
+    from rrid.data.download import DEFAULT_ROOTS, PREPARE
+    from rrid.paths import resolve
 
     if not args.timeout > 0 or args.retries < 0:
         print(f"error: prepare needs --timeout > 0 and --retries >= 0, got {args.timeout} and {args.retries}",
               file=sys.stderr)
         return 2
-    root = resolve_root(args.root or DEFAULT_ROOTS[args.dataset])
+    root = resolve(args.root or DEFAULT_ROOTS[args.dataset])
     print(f"preparing {args.dataset} in {root}")
     checksum = {"md5": args.md5} if args.md5 else {}  # else the data set's published one
     try:

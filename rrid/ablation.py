@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrid import paper as _paper
+from rrid import paths
 from rrid.files import atomic_path
 from rrid.losses import RRIDLoss
 from rrid.metrics import evaluate_ranking
@@ -171,10 +172,8 @@ def _digest(d: dict) -> str:
 
 
 def default_cache_dir() -> Path:
-    """Where backbones and feature caches live: ``rrid.book.cache_dir()/ablation``."""
-    from rrid.book import cache_dir
-
-    return cache_dir() / "ablation"
+    """Where backbones and feature caches live: ``rrid.paths.cache_dir()/ablation``."""
+    return paths.cache_dir() / "ablation"
 
 
 def synthetic_split(protocol: Protocol = QUICK, cache_dir=None):
@@ -732,7 +731,7 @@ def prepare(protocol: Protocol = QUICK, cache_dir=None, models=BOOK_MODELS, out=
             quick_models=(), ablation: bool = True) -> dict[str, float]:
     """Build everything the book's chapters read, once: the synthetic split, the backbone, the
     feature cache and the heads of ``models`` ((row, seed) pairs), then the end-to-end quick
-    models of ``quick_models`` (rows for ``rrid.book.quick_model``, kept in ``rrid.book.cache_dir()``
+    models of ``quick_models`` (rows for ``rrid.book.quick_model``, kept in ``rrid.paths.cache_dir()``
     whatever ``cache_dir`` is; ``python -m rrid.ablation prepare`` passes
     :data:`BOOK_QUICK_MODELS`). ``ablation=False`` builds the quick models alone (no synthetic
     split, backbone, features or heads), so that ``make test`` can train them in a second process
@@ -801,11 +800,11 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     pp = sub.add_parser("prepare", help="build the synthetic split, the backbone, the feature cache and the book's "
                                         "trained heads (skipped when built)")
-    pp.add_argument("--cache-dir", type=Path, default=None, help="default: rrid.book.cache_dir()/ablation")
+    pp.add_argument("--cache-dir", type=Path, default=None, help="default: rrid.paths.cache_dir()/ablation")
     pp.add_argument("--models", type=_model_spec, nargs="*", default=list(BOOK_MODELS), metavar="ROW[:SEED]",
                     help="heads to train for trained_model (default: BOOK_MODELS; none with an empty list)")
     pp.add_argument("--quick-models", type=_quick_spec, nargs="*", default=list(BOOK_QUICK_MODELS), metavar="ROW",
-                    help="end-to-end quick models to train for rrid.book.quick_model, into rrid.book.cache_dir() "
+                    help="end-to-end quick models to train for rrid.book.quick_model, into rrid.paths.cache_dir() "
                          "(default: BOOK_QUICK_MODELS; none with an empty list)")
     pp.add_argument("--quick-only", action="store_true",
                     help="build only the end-to-end quick models (no synthetic split, backbone, features or heads)")

@@ -6,7 +6,7 @@ are there as in a local checkout; then it calls :func:`setup` and :func:`banner`
 one question a chapter would otherwise answer again and again:
 
 * which mode runs (:func:`mode`, :func:`quick_input_size`),
-* where the images are (:func:`market_mini`, :func:`synthetic`),
+* where the synthetic images are (:func:`synthetic`; market1501-mini: ``rrid.paths.market_mini``),
 * which trained model to look at without retraining it in every chapter (:func:`quick_model`).
 
 Two modes, one switch (``RRID_MODE``):
@@ -29,8 +29,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-"""The repository root when ``rrid`` is an editable install (it holds ``_config.yml``)."""
+from rrid import paths
 
 MODES = ("quick", "full")
 
@@ -60,7 +59,7 @@ def chapters(toc: Path | None = None) -> list[str]:
             return [f for item in node for f in walk(item)]
         return []
 
-    return walk(yaml.safe_load(Path(toc or ROOT / "_toc.yml").read_text()))
+    return walk(yaml.safe_load(Path(toc or paths.ROOT / "_toc.yml").read_text()))
 
 
 def mode() -> str:
@@ -138,31 +137,6 @@ def backbone_name() -> str:
     return "resnet18" if mode() == "quick" else "resnet50"
 
 
-def market_mini() -> Path | None:
-    """The market1501-mini folder (854 real Market-1501 crops), or None when absent.
-
-    Looked for in ``$RRID_MARKET_MINI``, ``../shared/data/market1501-mini`` beside the
-    repository, then ``data/market1501-mini`` inside it. ``RRID_MARKET_MINI=none`` hides it
-    (to see the book as a fresh clone without it shows it).
-    """
-    env = os.environ.get("RRID_MARKET_MINI")
-    if env and env.lower() == "none":
-        return None
-    candidates = [Path(env)] if env else []
-    candidates += [ROOT.parent / "shared" / "data" / "market1501-mini", ROOT / "data" / "market1501-mini"]
-    for path in candidates:
-        if (path / "bounding_box_train").is_dir():
-            return path
-    return None
-
-
-def _writable_dir(preferred: Path, fallback: Path) -> Path:
-    """``preferred`` when inside a writable checkout of the repository, else ``fallback``."""
-    if (ROOT / "_config.yml").is_file() and os.access(ROOT, os.W_OK):
-        return preferred
-    return fallback
-
-
 def synthetic(seed: int = 0) -> Path:
     """The synthetic Market-1501-layout data set, generated once (seeded) and reused.
 
@@ -171,22 +145,15 @@ def synthetic(seed: int = 0) -> Path:
     from rrid.data import synthetic as synth
 
     name = "synthetic" if seed == 0 else f"synthetic-seed{seed}"
-    out = _writable_dir(ROOT / "data" / name, Path.home() / ".cache" / "rrid" / name)
+    out = paths.writable_dir(paths.ROOT / "data" / name, Path.home() / ".cache" / "rrid" / name)
     return Path(synth.ensure(out, seed=seed))
-
-
-def cache_dir() -> Path:
-    """Where chapters share trained quick-mode models: ``$RRID_CACHE``, else ``<repo>/_build/.rrid-cache``."""
-    if os.environ.get("RRID_CACHE"):
-        return Path(os.environ["RRID_CACHE"])
-    return _writable_dir(ROOT / "_build" / ".rrid-cache", Path.home() / ".cache" / "rrid" / "models")
 
 
 def quick_config_path(row: int | str = 13) -> Path:
     """``configs/quick/rowNN.yaml``: the CPU version of a row of the paper's Table 2 (13 = Ours-F);
     a name instead of a row picks ``configs/quick/<name>.yaml`` (e.g. ``"rest_only"``, Fig. 6)."""
     name = row if isinstance(row, str) else f"row{row:02d}"
-    path = ROOT / "configs" / "quick" / f"{name}.yaml"
+    path = paths.ROOT / "configs" / "quick" / f"{name}.yaml"
     if not path.is_file():
         what = f"named {row!r}" if isinstance(row, str) else f"for Table 2 row {row}"
         raise FileNotFoundError(f"no quick config {what}: expected {path}")
@@ -196,7 +163,7 @@ def quick_config_path(row: int | str = 13) -> Path:
 def quick_model_path(row: int | str = 13, epochs: int | None = None) -> Path:
     """Where :func:`quick_model` keeps the checkpoint of ``row`` (``<cache_dir>/row13.pt``; with
     ``epochs``, ``row13-e1.pt``): present once the model is trained."""
-    return cache_dir() / (quick_config_path(row).stem + (f"-e{epochs}" if epochs is not None else "") + ".pt")
+    return paths.cache_dir() / (quick_config_path(row).stem + (f"-e{epochs}" if epochs is not None else "") + ".pt")
 
 
 def quick_model(row: int | str = 13, epochs: int | None = None):
@@ -207,7 +174,7 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
 
     Chapters 7-9 all look at the same small model, so the first caller trains it with
     :func:`rrid.fit` on ``configs/quick/rowNN.yaml`` and keeps its checkpoint under
-    :func:`cache_dir` (:func:`quick_model_path`; ``python -m rrid.ablation prepare``, which
+    :func:`rrid.paths.cache_dir` (:func:`quick_model_path`; ``python -m rrid.ablation prepare``, which
     ``make book`` runs first, trains the rows of ``rrid.ablation.BOOK_QUICK_MODELS`` there
     ahead of the chapters, since one takes minutes on a 2-core CPU); later callers (other chapters, other processes) load it. A lock file
     keeps two processes from training the same model at once, and the checkpoint appears by

@@ -40,6 +40,7 @@ import yaml
 from rrid.errors import ConfigError
 from rrid.files import atomic_write
 from rrid.model import RRIDConfig
+from rrid.paths import config_project
 
 __all__ = [
     "DataConfig", "OptimConfig", "LossConfig", "TrainConfig", "EvalConfig", "ExperimentConfig",
@@ -177,14 +178,6 @@ def _load_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     for base in bases:
         merged = _merge(merged, _load_tree(path.parent / base, seen + (path,)))
     return _merge(merged, raw)
-
-
-def _project_root(path: Path) -> Path:
-    """The folder holding ``configs/`` above ``path`` (relative data roots are resolved there)."""
-    for parent in path.resolve().parents:
-        if parent.name == "configs":
-            return parent.parent
-    return Path.cwd()
 
 
 # ----------------------------------------------------------------------------- types
@@ -492,7 +485,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Exper
     cfg = config_from_dict(raw, source=source)
     root = Path(os.path.expanduser(cfg.data.root))
     if not root.is_absolute():
-        cfg.data.root = str(_project_root(path) / root)
+        cfg.data.root = str(config_project(path) / root)
     return cfg
 
 

@@ -23,7 +23,7 @@ def _close_figures():
 
 @pytest.fixture(scope="session")
 def market_mini():
-    path = rrid.book.market_mini()
+    path = rrid.paths.market_mini()
     if path is None:
         pytest.skip("needs market1501-mini (../shared/data/market1501-mini or $RRID_MARKET_MINI); absent on a fresh clone")
     return path

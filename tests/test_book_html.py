@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from rrid.book import chapters, market_mini
+from rrid.book import chapters
+from rrid.paths import market_mini
 
 pytestmark = pytest.mark.book_html
 

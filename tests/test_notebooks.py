@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rrid import book
+from rrid import book, paths
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -168,16 +168,16 @@ def test_mode_defaults_to_full_only_with_cuda(monkeypatch):
 
 def test_market_mini_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RRID_MARKET_MINI", str(tmp_path))
-    monkeypatch.setattr(book, "ROOT", tmp_path / "no-repo")  # hide the copies beside the repository
-    assert book.market_mini() is None, "a folder without bounding_box_train is not the data set"
+    monkeypatch.setattr(paths, "ROOT", tmp_path / "no-repo")  # hide the copies beside the repository
+    assert paths.market_mini() is None, "a folder without bounding_box_train is not the data set"
     (tmp_path / "bounding_box_train").mkdir()
-    assert book.market_mini() == tmp_path
-    monkeypatch.setattr(book, "ROOT", tmp_path / "repo")
+    assert paths.market_mini() == tmp_path
+    monkeypatch.setattr(paths, "ROOT", tmp_path / "repo")
     (tmp_path / "repo" / "data" / "market1501-mini" / "bounding_box_train").mkdir(parents=True)
     monkeypatch.setenv("RRID_MARKET_MINI", "none")
-    assert book.market_mini() is None, "RRID_MARKET_MINI=none hides every copy"
+    assert paths.market_mini() is None, "RRID_MARKET_MINI=none hides every copy"
     monkeypatch.delenv("RRID_MARKET_MINI")
-    assert book.market_mini() == tmp_path / "repo" / "data" / "market1501-mini"
+    assert paths.market_mini() == tmp_path / "repo" / "data" / "market1501-mini"
 
 
 def test_setup_seeds_everything(monkeypatch):
@@ -198,7 +198,7 @@ def test_setup_seeds_everything(monkeypatch):
 
 
 def test_quick_config_path_names_the_file_when_missing(monkeypatch, tmp_path):
-    monkeypatch.setattr(book, "ROOT", tmp_path)
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
     with pytest.raises(FileNotFoundError, match="row07.yaml"):
         book.quick_config_path(7)
     (tmp_path / "configs" / "quick").mkdir(parents=True)
@@ -220,11 +220,11 @@ def test_first_cell_sets_the_openmp_wait_policy_before_torch_loads(given, expect
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    env["PYTHONPATH"] = os.pathsep.join([str(book.ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(paths.ROOT), env.get("PYTHONPATH", "")])
     if given:
         env["OMP_WAIT_POLICY"] = given
     probe = "import os, sys, rrid.book; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == [expected, "False"], done.stdout + done.stderr
-    makefile = (book.ROOT / "Makefile").read_text()
+    makefile = (paths.ROOT / "Makefile").read_text()
     assert "export OMP_WAIT_POLICY ?= PASSIVE" in makefile  # make book / make test kernels get it too

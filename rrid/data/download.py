@@ -618,18 +618,3 @@ def _prepare_openreid(source, root, **kw) -> Path:
 # `python -m rrid prepare NAME`: one entry per data set, and the folder it goes to by default
 PREPARE = {"market1501": prepare_market1501, "openreid": _prepare_openreid}
 DEFAULT_ROOTS = {"market1501": "data/market1501", "openreid": "data/market1501-openreid"}
-
-
-def resolve_root(root) -> Path:
-    """A ``--root`` as the configs read it: a relative path is taken relative to the project folder.
-
-    The project folder is the nearest folder at or above the working directory that holds
-    ``configs/`` (as ``data.root`` of a config is taken relative to the folder holding its
-    ``configs/``), else the working directory. Returns an absolute path.
-    """
-    root = Path(os.path.expanduser(str(root)))
-    if root.is_absolute():
-        return root
-    cwd = Path.cwd()
-    project = next((d for d in (cwd, *cwd.parents) if (d / "configs").is_dir()), cwd)
-    return project / root

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from ..files import move_into_place, real_target, remove_stale_temps, temp_dir
+from ..paths import resolve
 from .datasets import IMAGE_SUFFIXES, SPLIT_FOLDERS, DatasetError, require_path
 
 RENDERER_VERSION = 1
@@ -488,10 +489,9 @@ def cli(argv=None) -> int:
               num_cameras=args.cameras, size=(args.height, args.width))
     make = generate if args.force else ensure
     from .datasets import Market1501, summary
-    from .download import resolve_root
 
     try:
-        path = make(resolve_root(args.out), seed=args.seed, **kw)
+        path = make(resolve(args.out), seed=args.seed, **kw)
         print(f"synthetic data set (seed {args.seed}) at {path}")
         print(summary(Market1501(path)))
     except ValueError as e:  # DatasetError, or parameters plan() refuses: one line, no traceback
