@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Read the authors' pretrained_weights.pth (a pickled DataParallel(RelationModel) "
                                    "of PyTorch 0.4.1, or a state dict in their names) without running any code from "
                                    "it, map its 723 tensors onto rrid.RRID (Ours-F) and write a checkpoint that "
-                                   "`python -m rrid eval --checkpoint` and rrid.train.load_model read.",
+                                   "`python -m rrid eval --checkpoint` and rrid.checkpoint.load_model read.",
                        epilog="example:\n  python -m rrid import-authors pretrained_weights.pth --out runs/authors.pt\n"
                               "  python -m rrid eval --config configs/market1501/row13_ours_f.yaml --checkpoint "
                               "runs/authors.pt \\\n      --set data.dataset=openreid --set data.root=data/market1501-openreid")
@@ -149,30 +149,24 @@ def _format_metrics(m: dict) -> str:
 
 
 def _eval(args) -> int:
+    from rrid import runtime
+    from rrid.checkpoint import load_model
     from rrid.config import check_device, load_config
     from rrid.evaluation import evaluate
     from rrid.files import atomic_write
-    from rrid.model import RRID
-    from rrid.train import (_pick_device, _summary, _torch_settings, build_dataset, build_run_loaders, load_checkpoint,
-                            load_weights)
+    from rrid.metrics import summarize
+    from rrid.train import build_dataset, build_run_loaders
 
     cfg = load_config(args.config, args.overrides)
-    if args.device:
-        check_device(args.device, "--device")
-    ckpt = load_checkpoint(args.checkpoint)
-    cfg.model.pretrained = False                              # the weights come from the checkpoint
-    dataset = None if "num_classes" in ckpt else build_dataset(cfg)
-    model = RRID(cfg.model, ckpt["num_classes"] if dataset is None else dataset.num_train_ids)
-    load_weights(model, ckpt["model"], args.checkpoint, f"the model of {args.config}")
-    dataset = dataset or build_dataset(cfg)
-    device = _pick_device(args.device or cfg.train.device, 0)
+    device = runtime.pick_device(check_device(args.device, "--device") if args.device else cfg.train.device)
+    model = load_model(args.checkpoint, cfg, device)           # the weights come from the checkpoint
+    dataset = build_dataset(cfg)
     loaders = build_run_loaders(cfg, dataset, device)
-    model.to(device).eval()
-    with _torch_settings(cfg.train, device):                  # threads and determinism as in fit's evaluations
+    with runtime.torch_settings(cfg.train, device):             # threads and determinism as in fit's evaluations
         raw, _ = evaluate(model, loaders, flip=cfg.eval.flip, rerank=cfg.eval.rerank, device=device,
-                          amp=device.type == "cuda", progress=not os.environ.get("TQDM_DISABLE"),
-                          ranking_metric=cfg.eval.metric)
-    metrics = _summary(raw)
+                          amp=runtime.amp_dtype(cfg.train.amp, device) or False,
+                          progress=not os.environ.get("TQDM_DISABLE"), ranking_metric=cfg.eval.metric)
+    metrics = summarize(raw)
     print(_format_metrics(metrics) + ("" if cfg.eval.metric == "market" else f"  (CMC: {cfg.eval.metric})"))
     if args.json:
         with atomic_write(args.json) as f:
@@ -209,18 +203,14 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), err
 
 
 def _explained_errors() -> tuple[type[BaseException], ...]:
-    from rrid.config import ConfigError
-    from rrid.data import DatasetError
-    from rrid.export import ExportError
-    from rrid.train import CheckpointError, RunFolderError
-    from rrid.weights import WeightsError
+    from rrid.errors import UserError
 
-    return ConfigError, CheckpointError, RunFolderError, DatasetError, WeightsError, ExportError
+    return (UserError,)
 
 
 def _import_authors(args) -> int:
     from rrid.authors import import_authors
-    from rrid.train import load_model
+    from rrid.checkpoint import load_model
 
     out = import_authors(args.weights, args.out)
     model = load_model(out)

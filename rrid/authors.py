@@ -42,7 +42,7 @@ source files, and in their README PyTorch 0.4.1 and two GPUs. Here nothing from 
    identities unless ``--combine_trainval`` was given, 751 with it) and the width c from the
    reductions, loads the tensors and returns the model in eval mode.
    ``import_authors(path, out)`` (``python -m rrid import-authors WEIGHTS --out CKPT``) writes
-   it as an ordinary rrid checkpoint for ``rrid.train.load_model`` and ``python -m rrid eval``.
+   it as an ordinary rrid checkpoint for ``rrid.checkpoint.load_model`` and ``python -m rrid eval``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from rrid.train import CheckpointError
+from rrid.checkpoint import model_payload, save_checkpoint
+from rrid.errors import CheckpointError
 
 __all__ = [
     "WEIGHTS_DRIVE_ID", "MARKET1501_DRIVE_ID", "ALLOWED_GLOBALS", "AuthorsCheckpointError", "UnsafeCheckpointError",
@@ -573,10 +574,9 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> "torch.nn.M
 
 
 def import_authors(weights: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Write the authors' model as an rrid checkpoint (``rrid.train.model_payload``, written
-    atomically by ``rrid.train.save_checkpoint``). Returns ``out``."""
+    """Write the authors' model as an rrid checkpoint (``rrid.checkpoint.model_payload``, written
+    atomically by ``rrid.checkpoint.save_checkpoint``). Returns ``out``."""
     from rrid.config import ExperimentConfig
-    from rrid.train import model_payload, save_checkpoint
 
     model = load_checkpoint(weights)
     cfg = ExperimentConfig(model=model.config, name="authors_ours_f")

@@ -29,7 +29,8 @@ import re
 import sys
 from pathlib import Path
 
-from rrid import paths
+from rrid import paths, runtime
+from rrid.checkpoint import load_model
 
 MODES = ("quick", "full")
 
@@ -102,9 +103,8 @@ def setup(seed: int = 0) -> str:
     import torch
 
     from rrid import viz
-    from rrid.train import seed_everything
 
-    seed_everything(seed)
+    runtime.seed_everything(seed)
     if mode() == "quick":
         torch.set_num_threads(min(2, os.cpu_count() or 1))
     _inline_figures()
@@ -187,7 +187,6 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
     import rrid
     from rrid.config import load_config
     from rrid.files import atomic_path
-    from rrid.train import load_model
 
     overrides = [f"train.epochs={epochs}"] if epochs is not None else []
     config = load_config(quick_config_path(row), overrides)

@@ -10,8 +10,10 @@ traceback. Each class also derives from the built-in exception it has always bee
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["UserError", "ConfigError", "DatasetError", "CheckpointError", "RunFolderError",
-           "WeightsError", "ExportError"]
+           "WeightsError", "ExportError", "state_dict_mismatch"]
 
 
 class UserError(Exception):
@@ -42,3 +44,19 @@ class WeightsError(UserError, RuntimeError):
 
 class ExportError(UserError, RuntimeError):
     """The ONNX export cannot run here (the ``onnx`` package is missing) or its result is wrong."""
+
+
+def state_dict_mismatch(err: RuntimeError) -> str:
+    """One short line from ``load_state_dict``'s error: how many keys are missing or unexpected
+    (with the first two) and the first size mismatch."""
+    parts = []
+    for line in str(err).splitlines()[1:]:
+        line = line.strip()
+        m = re.match(r"^(Missing|Unexpected) key\(s\) in state_dict: (.*)$", line)
+        if m:
+            keys = re.findall(r'"([^"]+)"', m[2])
+            more = f", ... {len(keys) - 2} more" if len(keys) > 2 else ""
+            parts.append(f"{m[1]} key(s): {len(keys)} ({', '.join(keys[:2])}{more})")
+        elif line.startswith("size mismatch") and not any(p.startswith("size mismatch") for p in parts):
+            parts.append(line[:200])
+    return "; ".join(parts) or (str(err).splitlines() or ["state dict mismatch"])[0]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rrid import runtime
 from rrid.metrics import METRICS, ranking_metrics
 
 __all__ = ["Features", "extract_features", "pairwise_distance", "rerank", "evaluate"]
@@ -28,12 +29,13 @@ class Features(NamedTuple):
     paths: list
 
 
-def _autocast(device: torch.device, amp):
-    use = (device.type == "cuda") if amp is None else bool(amp)
-    if not use:
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+def _amp_dtype(amp, device: torch.device):
+    """``amp`` of :func:`extract_features` as an autocast dtype (None: full float32)."""
+    if isinstance(amp, torch.dtype):
+        return amp
+    if amp is None:                              # train.amp "auto": the device's dtype on CUDA, off elsewhere
+        return runtime.amp_dtype("auto", device)
+    return (runtime.amp_dtype("auto", device) or torch.bfloat16) if amp else None
 
 
 def extract_features(model, loader, flip: bool = True, normalize: bool = True, amp=None,
@@ -42,8 +44,10 @@ def extract_features(model, loader, flip: bool = True, normalize: bool = True, a
 
     ``flip``: f = (f(x) + f(flip(x))) / 2. The official code averages block by block; since
     the embedding is the concatenation of the blocks, averaging the concatenation is the
-    same thing. ``normalize``: f / ||f||_2 over the whole concatenation. ``amp``: None uses
-    bf16 (fp16 where bf16 is missing) autocast on CUDA and none on CPU; True / False force it.
+    same thing. ``normalize``: f / ||f||_2 over the whole concatenation. ``amp``: an autocast
+    dtype (``rrid.runtime.amp_dtype(config.train.amp, device)``, what ``fit`` and ``eval`` pass);
+    None: ``train.amp: auto`` (bf16 on CUDA GPUs with bf16 convolutions, fp16 on older ones, off on
+    the CPU); True / False force it on (bf16 on the CPU) or off.
     The model runs in eval mode under ``torch.inference_mode()`` and gets its previous
     train / eval mode back afterwards. The progress bar honours ``TQDM_DISABLE``.
     """
@@ -55,7 +59,7 @@ def extract_features(model, loader, flip: bool = True, normalize: bool = True, a
     feats, pids, camids = [], [], []
     disable = (not progress) or bool(os.environ.get("TQDM_DISABLE"))
     try:
-        with torch.inference_mode(), _autocast(device, amp):
+        with torch.inference_mode(), runtime.autocast(device, _amp_dtype(amp, device)):
             for images, pid, camid in tqdm(loader, desc="features", disable=disable, leave=False):
                 images = images.to(device, non_blocking=True)
                 f = model(images).float()

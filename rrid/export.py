@@ -104,7 +104,7 @@ def cli(argv=None) -> int:
 
     from rrid.config import load_config
     from rrid.model import RRID
-    from rrid.train import load_checkpoint, load_weights
+    from rrid.checkpoint import load_checkpoint, load_weights
 
     cfg = load_config(args.config)
     _require_onnx()

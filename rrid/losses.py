@@ -28,8 +28,21 @@ def pairwise_euclidean(x: Tensor, eps: float = 1e-12) -> Tensor:
     return d2.clamp_min(eps).sqrt()
 
 
+def check_pk_batch(labels: Tensor) -> None:
+    """Every anchor needs a positive (another image of its identity) and a negative (an image of
+    another identity); a ValueError otherwise. This reads the labels on the host (one GPU sync)."""
+    same = labels[:, None] == labels[None, :]
+    positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    if not (positive.any(dim=1).all() and (~same).any(dim=1).all()):
+        raise ValueError(
+            "batch_hard_triplet_loss: every anchor needs a positive (another image of its identity) and a "
+            f"negative (an image of another identity); got labels {labels.tolist()}. "
+            "Sample P >= 2 identities x K >= 2 images each (PKSampler)."
+        )
+
+
 def batch_hard_triplet_loss(
-    embeddings: Tensor, labels: Tensor, margin: float = 1.2, reduction: str = "mean"
+    embeddings: Tensor, labels: Tensor, margin: float = 1.2, reduction: str = "mean", check: bool = True
 ) -> Tensor:
     """Batch-hard triplet loss (Hermans et al. 2017; the paper's Eq. 6).
 
@@ -38,22 +51,19 @@ def batch_hard_triplet_loss(
     with Euclidean d. The hardest positive is taken over the *other* images of the anchor's
     identity. ``reduction``: "mean" (authors' code) | "sum" | "none" (a loss per anchor).
     Every identity in the batch needs at least two images and the batch at least two
-    identities, which a PK sampler with P >= 2, K >= 2 provides.
+    identities, which a PK sampler with P >= 2, K >= 2 provides; ``check`` verifies it
+    (:func:`check_pk_batch`, a host sync: the training loop checks once per epoch).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r}: expected one of {list(REDUCTIONS)}")
     if embeddings.dim() != 2 or labels.shape != embeddings.shape[:1]:
         shapes = f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
         raise ValueError(f"batch_hard_triplet_loss: expected embeddings (N, D) and labels (N,), got {shapes}")
+    if check:
+        check_pk_batch(labels)
     same = labels[:, None] == labels[None, :]
     positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     negative = ~same
-    if not (positive.any(dim=1).all() and negative.any(dim=1).all()):
-        raise ValueError(
-            "batch_hard_triplet_loss: every anchor needs a positive (another image of its identity) and a "
-            f"negative (an image of another identity); got labels {labels.tolist()}. "
-            "Sample P >= 2 identities x K >= 2 images each (PKSampler)."
-        )
     d = pairwise_euclidean(embeddings)
     d_ap = d.masked_fill(~positive, float("-inf")).amax(dim=1)
     d_an = d.masked_fill(~negative, float("inf")).amin(dim=1)
@@ -76,12 +86,14 @@ class TripletLoss(nn.Module):
             raise ValueError(f"TripletLoss(mode={mode!r}): expected one of {list(TRIPLET_MODES)}")
         self.margin, self.mode = margin, mode
 
-    def forward(self, embeddings: list[Tensor] | Tensor, labels: Tensor) -> Tensor:
+    def forward(self, embeddings: list[Tensor] | Tensor, labels: Tensor, check: bool = True) -> Tensor:
         if isinstance(embeddings, Tensor):
             embeddings = [embeddings]
+        if check:                                  # once for all the features, not once per feature
+            check_pk_batch(labels)
         if self.mode == "concat":
-            return batch_hard_triplet_loss(torch.cat(list(embeddings), dim=1), labels, self.margin)
-        return sum(batch_hard_triplet_loss(e, labels, self.margin) for e in embeddings)
+            return batch_hard_triplet_loss(torch.cat(list(embeddings), dim=1), labels, self.margin, check=False)
+        return sum(batch_hard_triplet_loss(e, labels, self.margin, check=False) for e in embeddings)
 
 
 class RRIDLoss(nn.Module):
@@ -91,7 +103,8 @@ class RRIDLoss(nn.Module):
     L_ce: sum over classifiers of the batch-mean cross-entropy (``label_smoothing`` as in
     torch's ``cross_entropy``; 0 in the paper). ``crit(output, labels)`` returns the total and
     ``parts``: detached scalars {"total", "triplet", "ce", "acc"}, acc being the top-1
-    training accuracy averaged over the classifiers.
+    training accuracy averaged over the classifiers. ``check=False`` skips the batch check
+    (:func:`check_pk_batch`), the loss's only host sync.
     """
 
     def __init__(
@@ -103,8 +116,8 @@ class RRIDLoss(nn.Module):
         self.triplet = TripletLoss(margin, triplet_mode)
         self.ce_weight, self.label_smoothing = ce_weight, label_smoothing
 
-    def forward(self, output, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        triplet = self.triplet(output.embeddings, labels)
+    def forward(self, output, labels: Tensor, check: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        triplet = self.triplet(output.embeddings, labels, check=check)
         ce = sum(F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) for logits in output.logits)
         total = triplet + self.ce_weight * ce
         with torch.no_grad():
@@ -113,4 +126,4 @@ class RRIDLoss(nn.Module):
         return total, parts
 
 
-__all__ = ["pairwise_euclidean", "batch_hard_triplet_loss", "TripletLoss", "RRIDLoss"]
+__all__ = ["pairwise_euclidean", "check_pk_batch", "batch_hard_triplet_loss", "TripletLoss", "RRIDLoss"]

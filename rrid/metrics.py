@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["evaluate_ranking", "evaluate_ranking_reference", "cuhk03_single_shot", "ranking_metrics",
-           "compare_protocols", "METRICS"]
+           "compare_protocols", "METRICS", "summarize"]
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
@@ -340,3 +340,15 @@ def compare_protocols(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int
                                 repeats=repeats, seed=seed)
     return {"market": market, "cuhk03_single_shot": single,
             "rank1": {"market": float(market["cmc"][0]), "cuhk03_single_shot": float(single["cmc"][0])}}
+
+
+def summarize(metrics: dict) -> dict:
+    """The numbers a run reports, as plain floats (fractions): mAP, rank1, rank5, rank10 (as far as
+    the CMC goes), mINP and num_valid_queries when present; what ``fit`` logs and ``eval`` prints."""
+    cmc = np.asarray(metrics["cmc"])
+    out = {"mAP": float(metrics["mAP"]), "rank1": float(cmc[0])}
+    out.update({f"rank{k}": float(cmc[k - 1]) for k in (5, 10) if len(cmc) >= k})
+    for key in ("mINP", "num_valid_queries"):
+        if key in metrics:
+            out[key] = float(metrics[key])
+    return out

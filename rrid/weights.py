@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 import torchvision
 
-from rrid.errors import WeightsError
+from rrid.errors import WeightsError, state_dict_mismatch
 from rrid.files import atomic_path
 
 __all__ = ["IMAGENET_WEIGHTS", "WeightsError", "weights_file", "sha256_file", "imagenet_state_dict", "load_imagenet"]
@@ -40,8 +40,6 @@ IMAGENET_WEIGHTS: dict[str, tuple[str, Optional[str]]] = {
     for name in ("resnet18", "resnet34", "resnet50")
 }
 DOWNLOAD_TIMEOUT = 60.0      # seconds without data before a download gives up
-
-
 
 
 def weights_file(name: str) -> Path:
@@ -135,8 +133,6 @@ def load_imagenet(resnet: torch.nn.Module, name: str, download: bool = True) -> 
     try:
         resnet.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        from rrid.train import state_dict_mismatch
-
         raise WeightsError(f"ImageNet weights {weights_file(name)} do not fit torchvision's {name}: "
                            f"{state_dict_mismatch(err)}") from None
     return resnet

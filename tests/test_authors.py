@@ -431,7 +431,7 @@ def test_cli_writes_a_checkpoint_that_load_model_reads(files, standin, tmp_path,
     assert main(["import-authors", str(files["legacy"]), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "10 classes, 723 tensors, 240-d embedding" in printed
-    from rrid.train import load_checkpoint, load_model
+    from rrid.checkpoint import load_checkpoint, load_model
 
     ckpt = load_checkpoint(out)
     assert ckpt["num_classes"] == 10 and ckpt["config"]["model"]["reduced_dim"] == 16

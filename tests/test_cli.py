@@ -9,7 +9,7 @@ import pytest
 
 from rrid.__main__ import main
 from rrid.config import load_config
-from rrid.train import load_checkpoint
+from rrid.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick" / "ours_s.yaml"

@@ -15,7 +15,9 @@ from rrid.config import load_config
 from rrid.data import build_loaders
 from rrid.losses import RRIDLoss
 from rrid.model import param_groups
-from rrid.train import batch_seed, build_dataset, build_model, load_checkpoint, seed_everything
+from rrid.checkpoint import load_checkpoint
+from rrid.runtime import batch_seed, seed_everything
+from rrid.train import build_dataset, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick" / "ours_f.yaml"

@@ -26,8 +26,9 @@ from rrid.__main__ import main
 from rrid.callbacks import Callback
 from rrid.config import ConfigError, apply_overrides, load_config
 from rrid.data import DatasetError
-from rrid.train import (RUN_FILES, CheckpointError, RunFolderError, fit, load_checkpoint, load_model,
-                        save_checkpoint)
+from rrid.checkpoint import load_checkpoint, load_model, save_checkpoint
+from rrid.errors import CheckpointError, RunFolderError
+from rrid.train import RUN_FILES, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick" / "ours_f.yaml"
@@ -174,7 +175,7 @@ KILLER = textwrap.dedent("""
 
     where, out, config, *sets = sys.argv[1:]
     if where == "between last.pt and best.pt":
-        T._copy_checkpoint = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
+        T.copy_checkpoint = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
     elif where == "inside torch.save":
         def save(obj, f, *args, **kwargs):
             f.write(b"PK" + bytes(1 << 20))          # a megabyte of the checkpoint reaches the disk

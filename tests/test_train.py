@@ -14,8 +14,9 @@ import torch
 
 from rrid.callbacks import Callback, LivePlot
 from rrid.config import ConfigError, apply_overrides, load_config
-from rrid.train import (CheckpointError, NonFiniteLossError, build_dataset, fit, load_checkpoint, load_model,
-                        save_checkpoint)
+from rrid.checkpoint import load_checkpoint, load_model, save_checkpoint
+from rrid.errors import CheckpointError
+from rrid.train import NonFiniteLossError, build_dataset, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick" / "ours_f.yaml"
@@ -233,7 +234,9 @@ def test_history_liveplot_and_load_model(tmp_path, tiny_cfg):
 def test_eval_metric_reaches_fit_and_the_eval_command(tmp_path, tiny_cfg, monkeypatch, capsys):
     """eval.metric=cuhk03_single_shot: fit's periodic evaluation and ``python -m rrid eval`` both
     hand it to rrid.evaluate, and report the single-shot rank-1 (seeded: the same in both)."""
+    import rrid.__main__
     import rrid.evaluation
+    import rrid.train
     from rrid.__main__ import main
 
     seen, original = [], rrid.evaluation.evaluate
@@ -243,7 +246,8 @@ def test_eval_metric_reaches_fit_and_the_eval_command(tmp_path, tiny_cfg, monkey
         seen.append((kwargs.get("ranking_metric"), metrics))
         return metrics, distmat
 
-    monkeypatch.setattr(rrid.evaluation, "evaluate", spy)
+    for module in (rrid.evaluation, rrid.train, rrid.__main__):     # wherever the commands take it from
+        monkeypatch.setattr(module, "evaluate", spy, raising=False)
     cfg = apply_overrides(tiny_cfg, ["train.epochs=1", "train.eval_every=1", "eval.metric=cuhk03_single_shot"])
     fit(cfg, out_dir=tmp_path / "run", progress=False)
     (metric, metrics), = seen
