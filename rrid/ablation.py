@@ -64,12 +64,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrid import paper as _paper
-from rrid import paths
+from rrid import paths, runtime
+from rrid.config import OptimConfig
+from rrid.data import ImageDataset, build_transforms
 from rrid.files import atomic_path
-from rrid.losses import RRIDLoss
 from rrid.metrics import evaluate_ranking
 from rrid.model import BACKBONES, RRID, TABLE2, RRIDConfig, resnet_backbone
 from rrid.stats import paired_difference, verdict
+from rrid.train import TrainerState, build_optimizer, build_scheduler, train_one_epoch
 
 __all__ = ["Protocol", "QUICK", "FeatureCache", "HeadRun", "HeadState", "Comparison", "COMPARISONS",
            "TABLE3_ROWS", "TABLE4_ROWS", "PAPER_TABLE3", "PAPER_TABLE4", "TABLE3_COMPARISONS",
@@ -82,6 +84,9 @@ __all__ = ["Protocol", "QUICK", "FeatureCache", "HeadRun", "HeadState", "Compari
 # the text around it): (A, B) means "A - B".
 COMPARISONS = [(3, 1), (3, 2), (4, 3), (5, 4), (6, 4), (7, 4), (8, 5), (8, 6), (8, 7), (9, 4),
                (12, 9), (12, 10), (12, 11), (13, 12), (13, 8)]
+
+LOG_EVERY = 10
+"""Head training reports its loss to callbacks (``LivePlot``) every this many steps."""
 
 POWER_GOAL = 1.5
 """mAP points: the half-width every paired 95 % interval of the quick benchmark should reach."""
@@ -201,18 +206,6 @@ def _synthetic_path(protocol: Protocol, cache_dir=None) -> Path:
     return cache / f"synthetic-{_digest(protocol.data_key())}"
 
 
-def _threads(n: int):
-    class _Ctx:
-        def __enter__(self):
-            self.saved = torch.get_num_threads()
-            torch.set_num_threads(n)
-
-        def __exit__(self, *exc):
-            torch.set_num_threads(self.saved)
-
-    return _Ctx()
-
-
 def _device() -> torch.device:
     """Where the backbone is trained and the cache computed: a CUDA GPU when there is one (the
     numbers then differ from a CPU build in their last bits), else the CPU. Heads always train
@@ -243,6 +236,27 @@ def _build_once(path: Path, make) -> Path:
 
 # ----------------------------------------------------------------------------- backbone
 
+class _IdentityClassifier(nn.Module):
+    """The backbone's pre-training model: logits = fc(GAP(net(x))), softmax over identities."""
+
+    def __init__(self, net: nn.Module, fc: nn.Linear):
+        super().__init__()
+        self.net, self.fc = net, fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.net(x).mean(dim=(2, 3)))
+
+
+class _SoftmaxLoss(nn.Module):
+    """Cross-entropy of identity logits, with the parts ``rrid.train.train_step`` reports."""
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, check: bool = False):
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        zero = torch.zeros((), device=loss.device)
+        return loss, {"total": loss.detach(), "triplet": zero, "ce": loss.detach(), "acc": acc}
+
+
 def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = False) -> nn.Sequential:
     """The frozen backbone of ``protocol`` (trained once, then read from ``cache_dir``).
 
@@ -256,41 +270,31 @@ def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
     path = cache / f"backbone-{pr.backbone_key()}.pt"
 
     def make(tmp: Path) -> None:
-        from rrid.data import ImageDataset, build_transforms
-
         records, _, _ = synthetic_split(pr, cache)
         device = _device()
         start = time.perf_counter()
-        with _threads(pr.backbone_threads):
+        with runtime.threads(pr.backbone_threads):
             torch.manual_seed(pr.backbone_seed)
-            net = resnet_backbone(pr.backbone, last_stride=2)
-            fc = nn.Linear(BACKBONES[pr.backbone], pr.backbone_ids)
-            net.to(device), fc.to(device)
+            model = _IdentityClassifier(resnet_backbone(pr.backbone, last_stride=2),
+                                        nn.Linear(BACKBONES[pr.backbone], pr.backbone_ids)).to(device)
             data = ImageDataset(records, build_transforms(pr.height, pr.width, train=True, erasing="official"), cache={})
             gen = torch.Generator().manual_seed(pr.backbone_seed)
             loader = torch.utils.data.DataLoader(data, batch_size=pr.backbone_batch, shuffle=True, drop_last=True,
                                                  generator=gen)
-            params = list(net.parameters()) + list(fc.parameters())
-            opt = torch.optim.SGD(params, lr=pr.backbone_lr, momentum=0.9, weight_decay=5e-4)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, pr.backbone_epochs * len(loader))
-            net.train()
+            optimizer = build_optimizer(model.parameters(), OptimConfig(head_lr=pr.backbone_lr))
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, pr.backbone_epochs * len(loader))
+            state = TrainerState(None, model.train(), optimizer, steps_per_epoch=len(loader), step_scheduler=cosine,
+                                 criterion=_SoftmaxLoss(), device=device)
             for epoch in range(pr.backbone_epochs):
                 torch.manual_seed(pr.backbone_seed * 1000 + epoch)   # augmentation of this epoch
-                total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
-                for images, labels, _ in loader:
-                    images, labels = images.to(device), labels.to(device)
-                    logits = fc(net(images).mean(dim=(2, 3)))
-                    loss = F.cross_entropy(logits, labels)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    total += loss.item() * len(labels)
-                    correct += int((logits.argmax(1) == labels).sum())
-                    seen += len(labels)
+                state.epoch, state.batch, t0 = epoch, 0, time.perf_counter()
+                state.sums.zero_()
+                record = train_one_epoch(state, ((x.to(device), y.to(device)) for x, y, _ in loader),
+                                         log_every=LOG_EVERY)
                 if progress:
-                    print(f"backbone epoch {epoch + 1}/{pr.backbone_epochs}: loss {total / seen:.3f}, "
-                          f"train accuracy {correct / seen:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                    print(f"backbone epoch {epoch + 1}/{pr.backbone_epochs}: loss {record['total']:.3f}, "
+                          f"train accuracy {record['acc']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        net = model.net
         torch.save({"backbone": {k: v.cpu() for k, v in net.state_dict().items()}, "protocol": pr.as_dict(),
                     "device": str(device), "seconds": time.perf_counter() - start}, tmp)
 
@@ -366,7 +370,7 @@ def build_features(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
 
         t1 = time.perf_counter()
         net.to(_device())
-        with _threads(pr.feature_threads):
+        with runtime.threads(pr.feature_threads):
             train_views = [_embed_images(net, train, plain, 0), _embed_images(net, train, mirrored, 1)]
             train_views += [_embed_images(net, train, augmented, v) for v in range(2, pr.views)]
             query = [_embed_images(net, dataset.query, t, 0) for t in (plain, mirrored)]
@@ -455,16 +459,11 @@ def head_model(row: int | str, seed: int, num_classes: int, backbone: str = "res
 
 
 @dataclass
-class HeadState:
-    """What callbacks see during head training (the fields of ``rrid.train.TrainerState`` it has)."""
+class HeadState(TrainerState):
+    """What callbacks see during head training: ``rrid.train.TrainerState`` and the (row, seed)."""
 
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    epoch: int
-    step: int
-    steps_per_epoch: int
-    row: int | str
-    seed: int
+    row: int | str = 0
+    seed: int = 0
 
 
 class HeadRun(NamedTuple):
@@ -557,38 +556,30 @@ def train_heads(row: int | str, seed: int, protocol: Protocol = QUICK, feats: Fe
 
 
 def _fit_heads(row, seed, protocol, feats=None, callbacks=(), eval_every=0, cache_dir=None) -> tuple[RRID, HeadRun]:
-    """:func:`train_heads`, returning the trained head model (eval mode) with its run."""
+    """:func:`train_heads`, returning the trained head model (eval mode) with its run. The loop is
+    ``rrid.train``'s: :func:`rrid.train.train_one_epoch` over cached maps, the recipe's optimiser."""
     pr = protocol
     feats = feats if feats is not None else features(pr, cache_dir)
     labels, views = feats.train_labels, feats.train_x.shape[0]
-    with _threads(pr.threads):
+    with runtime.threads(pr.threads):
         model = head_model(row, seed, feats.num_classes, pr.backbone, **pr.model_overrides)
         model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=pr.head_lr, momentum=pr.momentum, weight_decay=pr.weight_decay)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(pr.milestones), 0.1)
-        crit = RRIDLoss()
-        steps_per_epoch = sum(1 for _ in batches(labels, views, pr, seed, 0))
-        state = HeadState(model, opt, 0, 0, steps_per_epoch, row, seed)
+        recipe = OptimConfig(head_lr=pr.head_lr, momentum=pr.momentum, weight_decay=pr.weight_decay,
+                             milestones=pr.milestones)
+        optimizer = build_optimizer(model.parameters(), recipe)
+        scheduler = build_scheduler(optimizer, recipe)
+        state = HeadState(None, model, optimizer, scheduler=scheduler, row=row, seed=seed)
         for cb in callbacks:
             cb.on_fit_start(state)
         history, t0, eval_seconds = [], time.perf_counter(), 0.0
         for epoch in range(pr.epochs):
-            state.epoch = epoch
-            sums = np.zeros(4)
-            for idx, view in batches(labels, views, pr, seed, epoch):
-                loss, parts = crit(model(feats.train_x[view, idx].float()), labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                state.step += 1
-                logs = {k: float(parts[k]) for k in ("total", "triplet", "ce", "acc")}
-                sums += [logs["total"], logs["triplet"], logs["ce"], logs["acc"]]
-                logs["lr"] = {"head": opt.param_groups[0]["lr"]}
-                for cb in callbacks:
-                    cb.on_step(state, logs)
-            sched.step()
-            entry = {"epoch": epoch, "step": state.step,
-                     **dict(zip(("total", "triplet", "ce", "acc"), (sums / steps_per_epoch).tolist()))}
+            epoch_batches = list(batches(labels, views, pr, seed, epoch))
+            state.epoch, state.batch, state.steps_per_epoch = epoch, 0, len(epoch_batches)
+            state.sums.zero_()
+            cached = ((feats.train_x[view, idx].float(), labels[idx]) for idx, view in epoch_batches)
+            entry = {"epoch": epoch, **train_one_epoch(state, cached, callbacks, log_every=LOG_EVERY),
+                     "step": state.step}
+            scheduler.step()
             for cb in callbacks:
                 cb.on_epoch(state, entry)
             if eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == pr.epochs):
@@ -700,7 +691,7 @@ def rank(model_or_row, seed: int = 0, protocol: Protocol = QUICK, blocks=None, c
     model = model_or_row if isinstance(model_or_row, nn.Module) else trained_model(model_or_row, seed, protocol,
                                                                                    cache_dir)
     feats = features(protocol, cache_dir)
-    with _threads(protocol.threads):
+    with runtime.threads(protocol.threads):
         emb = embed_cached(model, feats)
     if blocks is not None:
         emb = emb[:, block_columns(model, blocks)]

@@ -96,6 +96,10 @@ class TripletLoss(nn.Module):
         return sum(batch_hard_triplet_loss(e, labels, self.margin, check=False) for e in embeddings)
 
 
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class RRIDLoss(nn.Module):
     """L = L_triplet + λ L_ce (Eq. 3), from an ``RRIDOutput``.
 
@@ -117,11 +121,13 @@ class RRIDLoss(nn.Module):
         self.ce_weight, self.label_smoothing = ce_weight, label_smoothing
 
     def forward(self, output, labels: Tensor, check: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
-        triplet = self.triplet(output.embeddings, labels, check=check)
-        ce = sum(F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) for logits in output.logits)
+        embeddings = [_at_least_float32(e) for e in output.embeddings]    # no half-precision losses under autocast
+        all_logits = [_at_least_float32(logits) for logits in output.logits]
+        triplet = self.triplet(embeddings, labels, check=check)
+        ce = sum(F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) for logits in all_logits)
         total = triplet + self.ce_weight * ce
         with torch.no_grad():
-            acc = torch.stack([(logits.argmax(dim=1) == labels).float().mean() for logits in output.logits]).mean()
+            acc = torch.stack([(logits.argmax(dim=1) == labels).float().mean() for logits in all_logits]).mean()
         parts = {"total": total.detach(), "triplet": triplet.detach(), "ce": ce.detach(), "acc": acc}
         return total, parts
 

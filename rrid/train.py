@@ -57,11 +57,11 @@ from rrid.evaluation import evaluate
 from rrid.files import atomic_write, remove_stale_temps
 from rrid.losses import RRIDLoss
 from rrid.metrics import summarize
-from rrid.model import RRID, RRIDOutput, param_groups
+from rrid.model import RRID, param_groups
 from rrid.weights import imagenet_state_dict
 
 __all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "RunInterrupted", "train_step", "train_one_epoch",
-           "build_optimizer", "build_dataset", "hold_out_ids", "build_model", "build_run_loaders",
+           "build_optimizer", "build_scheduler", "build_dataset", "hold_out_ids", "build_model", "build_run_loaders",
            "RUN_FILES", "RESUME_MAY_DIFFER", "LOSS_PARTS"]
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")   # a folder holding any of these holds a run
@@ -114,7 +114,8 @@ class TrainerState:
     rank: int = 0
     world_size: int = 1
     history: list[dict] = field(default_factory=list)
-    scheduler: Any = None
+    scheduler: Any = None               # stepped by the caller, once per epoch
+    step_scheduler: Any = None          # stepped by train_step after every update
     criterion: nn.Module = field(default_factory=RRIDLoss)
     scaler: Optional[torch.amp.GradScaler] = None
     net: Optional[nn.Module] = None
@@ -140,14 +141,15 @@ class TrainerState:
 # ----------------------------------------------------------------------------- one step, one epoch
 
 def train_step(state: TrainerState, inputs: torch.Tensor, labels: torch.Tensor, check: bool = False) -> torch.Tensor:
-    """One SGD step on a batch: L = L_triplet + λ L_CE (Eq. 3) under autocast, backward, update.
+    """One SGD step on a batch: ``state.criterion`` (``RRIDLoss``: L = L_triplet + λ L_CE, Eq. 3)
+    on ``state.net(inputs)`` under autocast, backward (through the gradient scaler with fp16),
+    update, and the per-step schedule if any.
 
     Returns the detached loss parts (``LOSS_PARTS``) on the device: nothing here waits for the
     GPU. ``check`` validates the batch's P x K structure (that costs one host sync).
     """
     with runtime.autocast(state.device, state.amp_dtype):
         out = state.net(inputs)
-    out = RRIDOutput([e.float() for e in out.embeddings], [lg.float() for lg in out.logits])  # losses in float32
     loss, parts = state.criterion(out, labels, check=check)
     state.optimizer.zero_grad(set_to_none=True)
     if state.scaler is not None and state.scaler.is_enabled():
@@ -157,6 +159,8 @@ def train_step(state: TrainerState, inputs: torch.Tensor, labels: torch.Tensor, 
     else:
         loss.backward()
         state.optimizer.step()
+    if state.step_scheduler is not None:
+        state.step_scheduler.step()
     state.step += 1
     values = torch.stack([parts[k].float() for k in LOSS_PARTS])
     finite = torch.isfinite(values[0])          # remember the first non-finite loss without a sync
@@ -188,7 +192,8 @@ def _host_values(state: TrainerState, values: torch.Tensor) -> dict:
 
 def train_one_epoch(state: TrainerState, batches: Iterable, callbacks: Iterable[Callback] = (), log_every: int = 20,
                     sync_also: int = 0, on_sync=None) -> dict:
-    """Run :func:`train_step` over ``batches`` (pairs of inputs and labels) until the epoch ends.
+    """Run :func:`train_step` over ``batches`` (pairs of inputs and labels): the rest of an epoch of
+    ``state.steps_per_epoch`` batches, of which ``state.batch`` are done.
 
     The loss parts are summed on the device; every ``log_every`` steps, every ``sync_also`` steps
     (0: never) and at the end of the epoch they come to the host once: checked for NaN, handed to
@@ -207,8 +212,6 @@ def train_one_epoch(state: TrainerState, batches: Iterable, callbacks: Iterable[
                 on_sync(state, logs)
             for cb in callbacks:
                 cb.on_step(state, logs)
-        if last:
-            break
     sums = state.sums.clone()
     if state.world_size > 1:
         dist.all_reduce(sums)
@@ -218,13 +221,17 @@ def train_one_epoch(state: TrainerState, batches: Iterable, callbacks: Iterable[
 
 # ----------------------------------------------------------------------------- building a run
 
-def build_optimizer(params, optim: OptimConfig):
-    """SGD with momentum and weight decay, and the staircase schedule: every learning rate x
-    ``gamma`` at each of ``milestones`` (epochs). ``params``: parameters or groups (with their own
-    "lr", as :func:`rrid.param_groups` gives); groups without one use ``optim.head_lr``."""
-    optimizer = torch.optim.SGD(params, lr=optim.head_lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
-                                nesterov=optim.nesterov)
-    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(optim.milestones), optim.gamma)
+def build_optimizer(params, optim: OptimConfig) -> torch.optim.SGD:
+    """SGD with momentum and weight decay. ``params``: parameters, or groups with their own "lr"
+    (:func:`rrid.param_groups`: backbone 1e-3, heads 1e-2); groups without one use ``optim.head_lr``."""
+    return torch.optim.SGD(params, lr=optim.head_lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+                           nesterov=optim.nesterov)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig):
+    """The staircase schedule, stepped once per epoch: every learning rate x ``gamma`` at each of
+    ``milestones`` (epochs 40 and 60 of 80 in the paper)."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(optim.milestones), optim.gamma)
 
 
 def build_dataset(cfg: ExperimentConfig):
@@ -301,7 +308,8 @@ def _build_state(cfg: ExperimentConfig, num_classes: int, env: runtime.Distribut
     model = build_model(model_cfg, num_classes).to(device, memory_format=memory_format)
     if t.sync_bn and env.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer, scheduler = build_optimizer(param_groups(model, cfg.optim.backbone_lr, cfg.optim.head_lr), cfg.optim)
+    optimizer = build_optimizer(param_groups(model, cfg.optim.backbone_lr, cfg.optim.head_lr), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim)
     criterion = RRIDLoss(cfg.loss.margin, cfg.loss.ce_weight, cfg.loss.label_smoothing, cfg.loss.triplet_mode)
     return TrainerState(cfg, model, optimizer, out_dir=run.out, rank=env.rank, world_size=env.world,
                         scheduler=scheduler, criterion=criterion, device=device, amp_dtype=amp,
