@@ -30,12 +30,8 @@ writes files and evaluates.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,44 +45,25 @@ from tqdm.auto import tqdm
 from rrid import data as rdata
 from rrid import runtime
 from rrid.callbacks import Callback
-from rrid.checkpoint import (checkpoint_config, copy_checkpoint, load_checkpoint, load_weights, model_payload,
-                             save_checkpoint)
-from rrid.config import ConfigError, ExperimentConfig, OptimConfig, check_device, config_diff, load_config, save_config
+from rrid.checkpoint import load_weights, model_payload
+from rrid.config import ConfigError, ExperimentConfig, OptimConfig, check_device, load_config
 from rrid.errors import CheckpointError, RunFolderError
 from rrid.evaluation import evaluate
-from rrid.files import atomic_write, remove_stale_temps
 from rrid.losses import RRIDLoss
 from rrid.metrics import summarize
 from rrid.model import RRID, param_groups
+from rrid.runs import Run, open_run
 from rrid.weights import imagenet_state_dict
 
-__all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "RunInterrupted", "train_step", "train_one_epoch",
+__all__ = ["fit", "FitResult", "TrainerState", "NonFiniteLossError", "train_step", "train_one_epoch",
            "build_optimizer", "build_scheduler", "build_dataset", "hold_out_ids", "build_model", "build_run_loaders",
-           "RUN_FILES", "RESUME_MAY_DIFFER", "LOSS_PARTS"]
+           "LOSS_PARTS"]
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")   # a folder holding any of these holds a run
-# what --resume accepts to differ from the saved run: where and how fast it runs, how often it
-# logs, evaluates and saves, how it evaluates, and where the data lives; never the model, data, recipe or seed
-RESUME_MAY_DIFFER = ("name", "train.epochs", "train.device", "train.num_threads", "train.channels_last",
-                     "train.log_every", "train.eval_every", "train.checkpoint_every_steps", "train.tensorboard",
-                     "train.out_dir", "data.root", "data.workers", "data.cache", "data.test_batch_size",
-                     "eval.flip", "eval.rerank", "eval.metric")
 LOSS_PARTS = ("total", "triplet", "ce", "acc")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and wrote nothing after it."""
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during ``fit``: says where the run can continue from (its message is one line)."""
-
-    def __init__(self, run: "_Run"):
-        if run.last.exists():
-            where = f"continue it with --resume --out {run.out} (last.pt is at the end of the last epoch or checkpoint)"
-        else:
-            where = f"no checkpoint was written yet in {run.out}"
-        super().__init__(f"interrupted; {where}")
 
 
 @dataclass
@@ -295,7 +272,7 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> RRID:
     return RRID(cfg.model, num_classes)
 
 
-def _build_state(cfg: ExperimentConfig, num_classes: int, env: runtime.Distributed, run: "_Run") -> TrainerState:
+def _build_state(cfg: ExperimentConfig, num_classes: int, env: runtime.Distributed, run: Run) -> TrainerState:
     """Model, optimiser, schedule, gradient scaler and loss of a run, on its device."""
     t, device = cfg.train, env.device
     if cfg.model.pretrained and run.checkpoint is None:      # fetched and verified once, by rank 0 first
@@ -317,7 +294,7 @@ def _build_state(cfg: ExperimentConfig, num_classes: int, env: runtime.Distribut
                         memory_format=memory_format)
 
 
-def _resume(state: TrainerState, ckpt: dict, loaders, run: "_Run") -> None:
+def _resume(state: TrainerState, ckpt: dict, loaders, run: Run) -> None:
     """Put the state of ``last.pt`` back: weights, optimiser, schedule, scaler, sampler, counters
     and every random generator."""
     saved_world = ckpt.get("world_size", 1)
@@ -341,214 +318,6 @@ def _resume(state: TrainerState, ckpt: dict, loaders, run: "_Run") -> None:
 
 # ----------------------------------------------------------------------------- the run folder
 
-class _RunLog:
-    """metrics.jsonl (one JSON object a line) and optional TensorBoard, rank 0 only."""
-
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: Optional[int]):
-        self.path, self.enabled, self.writer = out_dir / "metrics.jsonl", enabled, None
-        if not enabled:
-            return
-        if resume_step is not None and self.path.exists():
-            self._truncate(resume_step)
-        elif self.path.exists():
-            self.path.unlink()
-        if tensorboard:
-            with contextlib.suppress(ImportError, ModuleNotFoundError):
-                from torch.utils.tensorboard import SummaryWriter   # optional: tensorboard may be absent
-                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
-
-    def _truncate(self, step: int) -> None:
-        """Keep the complete lines up to the checkpoint's step (a killed run may have written more)."""
-        kept = []
-        for line in self.path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                record = json.loads(line)
-                if record.get("step", 0) <= step:
-                    kept.append(line)
-        with atomic_write(self.path) as f:
-            f.write("".join(line + "\n" for line in kept))
-
-    def history(self) -> list[dict]:
-        """One entry per epoch (its "epoch" and "eval" records merged), from what was logged."""
-        if not self.enabled or not self.path.exists():
-            return []
-        by_epoch: dict[int, dict] = {}
-        for line in self.path.read_text().splitlines():
-            r = json.loads(line)
-            if r["kind"] in ("epoch", "eval"):
-                by_epoch.setdefault(r["epoch"], {}).update({k: v for k, v in r.items() if k != "kind"})
-        return [by_epoch[e] for e in sorted(by_epoch)]
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        try:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as e:                      # a full disk: name the file
-            raise OSError(e.errno, f"{e.strerror or e} (writing the run log)", str(self.path)) from e
-        if self.writer is not None:
-            for key, value in _flat(record).items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch", "batch"):
-                    self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _flat(record: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}/"))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def _saved_config(out: Path, ckpt: Optional[dict]) -> Optional[ExperimentConfig]:
-    """The config of the run in ``out``: last.pt's (it made the weights), else config.yaml."""
-    if ckpt is not None:
-        try:
-            return checkpoint_config(ckpt, out / "last.pt")
-        except CheckpointError as e:
-            raise RunFolderError(f"cannot resume {out}: {e}; pass --overwrite to start a new run there") from None
-    if not (out / "config.yaml").is_file():
-        return None
-    try:
-        return load_config(out / "config.yaml")
-    except ConfigError as e:
-        raise RunFolderError(f"cannot resume {out}: its saved config is not valid any more ({e}); "
-                             "pass --overwrite to start a new run there") from None
-
-
-def _check_run_folder(out: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool) -> Optional[dict]:
-    """Read-only: may a run start in ``out``? Returns last.pt's payload when resuming from it.
-
-    A folder holding a run (any of ``RUN_FILES``) is refused unless ``overwrite`` (its files
-    are deleted later, once the data and the model are built) or ``resume`` with the same
-    config, compared field by field (``RESUME_MAY_DIFFER`` may differ).
-    """
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"run folder {out} is a file, not a folder; choose another --out")
-    present = [name for name in RUN_FILES if (out / name).exists()]
-    if overwrite or not present:
-        return None
-    if not resume:
-        raise RunFolderError(
-            f"{out} already holds a run ({', '.join(present)}): continue it with --resume (fit(resume=True)), "
-            "replace it with --overwrite (fit(overwrite=True) deletes those files), or choose another folder")
-    last = out / "last.pt"
-    ckpt = load_checkpoint(last) if last.exists() else None
-    if ckpt is None and (out / "best.pt").exists():
-        raise RunFolderError(f"cannot resume {out}: it has best.pt but no last.pt to continue from; "
-                             "pass --overwrite to start a new run there (best.pt is deleted) or choose another folder")
-    saved = _saved_config(out, ckpt)
-    if saved is not None:
-        diff = config_diff(saved, cfg, ignore=RESUME_MAY_DIFFER)
-        if diff:
-            raise RunFolderError(
-                f"cannot resume {out}: the config differs from the saved run's in {len(diff)} field(s): "
-                f"{'; '.join(diff)}. Resume with the saved config ({out / 'config.yaml'}), or pass --overwrite "
-                "to start a new run there")
-    return ckpt
-
-
-@dataclass
-class _Run:
-    """The run folder of a ``fit``: where it writes, and the checkpoint it resumes from."""
-    out: Path
-    checkpoint: Optional[dict]
-    main: bool
-    overwrite: bool
-    log: Optional[_RunLog] = None
-
-    @property
-    def last(self) -> Path:
-        return self.out / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.out / "best.pt"
-
-    def start(self, cfg: ExperimentConfig, state: TrainerState) -> None:
-        """Everything is checked: only now is the folder written (``overwrite`` deletes the old run)."""
-        if self.main:
-            if self.overwrite:
-                for name in RUN_FILES:
-                    (self.out / name).unlink(missing_ok=True)
-                shutil.rmtree(self.out / "tensorboard", ignore_errors=True)
-            self.out.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.out, RUN_FILES)
-            save_config(cfg, self.out / "config.yaml")
-            if self.checkpoint is not None:
-                self._restore_best()
-        resumed = self.checkpoint is not None
-        self.log = _RunLog(self.out, self.main, cfg.train.tensorboard, state.step if resumed else None)
-        state.history = self.log.history() if resumed else []
-
-    def _restore_best(self) -> None:
-        """After a kill between writing last.pt and its copy best.pt: last.pt *is* the best state
-        (its best_step is its step), so best.pt must equal it; copy it again when it does not."""
-        ckpt = self.checkpoint
-        if ckpt.get("best_step", -1) < 0 or ckpt["best_step"] != ckpt["step"]:
-            return
-        try:
-            ok = self.best.exists() and load_checkpoint(self.best)["step"] == ckpt["step"]
-        except CheckpointError:
-            ok = False
-        if not ok:
-            copy_checkpoint(self.last, self.best)
-
-    def save(self, state: TrainerState, loaders, batch: int) -> None:
-        """last.pt: the weights and everything a resume needs, at ``batch`` of ``state.epoch``."""
-        if not self.main:
-            return
-        payload = {
-            **model_payload(state.model, state.config), "optimizer": state.optimizer.state_dict(),
-            "scheduler": _plain_scheduler_state(state.scheduler.state_dict()), "scaler": state.scaler.state_dict(),
-            "sampler": loaders.sampler.state_dict(batches_done=batch),
-            "rng": runtime.rng_state(getattr(loaders.train, "generator", None), state.device),
-            "epoch": state.epoch + (batch == 0), "batch": batch, "step": state.step, "best_map": state.best_map,
-            "best_step": state.best_step, "epoch_sums": state.sums.cpu().clone(), "world_size": state.world_size,
-        }
-        save_checkpoint(payload, self.last)
-
-
-def _plain_scheduler_state(state: dict) -> dict:
-    # MultiStepLR keeps its milestones in a collections.Counter, which weights_only refuses.
-    return {k: (dict(v) if k == "milestones" else v) for k, v in state.items()}
-
-
-@contextlib.contextmanager
-def _open_run(cfg: ExperimentConfig, out_dir, resume: bool, overwrite: bool, env: runtime.Distributed) -> Iterator[_Run]:
-    """Check the run folder on rank 0 (read-only) and tell every rank its verdict."""
-    out, ckpt, problem = None, None, None
-    if env.main:
-        out = Path(out_dir or cfg.train.out_dir or tempfile.mkdtemp(prefix="rrid-run-"))
-        try:
-            ckpt = _check_run_folder(out, cfg, resume, overwrite)
-        except (RunFolderError, CheckpointError) as e:
-            problem = e
-    out, problem = env.broadcast((str(out), problem)) if env.world > 1 else (out, problem)
-    if problem is not None:
-        raise problem
-    out = Path(out)
-    if not env.main and resume and (out / "last.pt").exists():
-        ckpt = load_checkpoint(out / "last.pt")
-    if resume and ckpt is None and env.main:      # the first session of a run started with --resume
-        print(f"no checkpoint in {out} yet: starting a new run there")
-    run = _Run(out, ckpt, env.main, overwrite)
-    try:
-        yield run
-    except KeyboardInterrupt:
-        raise RunInterrupted(run) from None
-    finally:
-        if run.log is not None:
-            run.log.close()
-
-
 # ----------------------------------------------------------------------------- the epoch
 
 def _batches(state: TrainerState, loaders, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -568,7 +337,7 @@ def _batches(state: TrainerState, loaders, start: int) -> Iterator[tuple[torch.T
                pids.to(state.device, non_blocking=True))
 
 
-def _train_epoch(state: TrainerState, loaders, run: _Run, callbacks: list, bar) -> dict:
+def _train_epoch(state: TrainerState, loaders, run: Run, callbacks: list, bar) -> dict:
     """One epoch of training: log lines, mid-epoch checkpoints, callbacks; the epoch's record."""
     t, start, images_per_step = state.config.train, state.batch, state.config.data.p * state.config.data.k
     images_per_step *= state.world_size
@@ -586,7 +355,7 @@ def _train_epoch(state: TrainerState, loaders, run: _Run, callbacks: list, bar) 
         bar.set_postfix(loss=f"{logs['total']:.3f}", refresh=False)
         if t.checkpoint_every_steps and state.step % t.checkpoint_every_steps == 0 \
                 and state.batch < state.steps_per_epoch:
-            run.save(state, loaders, state.batch)
+            run.save(_checkpoint(state, loaders))
 
     try:
         record = train_one_epoch(state, _batches(state, loaders, start), callbacks, t.log_every,
@@ -602,7 +371,7 @@ def _train_epoch(state: TrainerState, loaders, run: _Run, callbacks: list, bar) 
     return {k: v for k, v in record.items() if k != "kind"}
 
 
-def _evaluate(state: TrainerState, loaders, run: _Run, callbacks: list, progress: bool) -> dict:
+def _evaluate(state: TrainerState, loaders, run: Run, callbacks: list, progress: bool) -> dict:
     """mAP and CMC on the test split (rank 0; the other ranks wait); {} when no evaluation is due."""
     t, e = state.config.train, state.config.eval
     if not ((state.epoch + 1) % t.eval_every == 0 or state.epoch + 1 == t.epochs):
@@ -620,7 +389,7 @@ def _evaluate(state: TrainerState, loaders, run: _Run, callbacks: list, progress
     return metrics
 
 
-def _end_epoch(state: TrainerState, loaders, run: _Run, entry: dict, metrics: dict) -> None:
+def _end_epoch(state: TrainerState, loaders, run: Run, entry: dict, metrics: dict) -> None:
     """Close the epoch: record it, write last.pt (it records best_step), then best.pt as its copy
     when mAP improved. A kill between the two leaves a last.pt from which resume re-creates best.pt."""
     entry.update(metrics)
@@ -629,12 +398,29 @@ def _end_epoch(state: TrainerState, loaders, run: _Run, entry: dict, metrics: di
         state.best_map, state.best_step = metrics["mAP"], state.step
     state.history.append(entry)
     state.batch = 0
-    run.save(state, loaders, 0)
-    if improved and run.main:
-        copy_checkpoint(run.last, run.best)
+    run.save(_checkpoint(state, loaders), best=improved)
 
 
-def _check_classes(run: _Run, dataset) -> None:
+def _checkpoint(state: TrainerState, loaders) -> dict:
+    """last.pt's payload: the model and everything a resume needs, after ``state.batch`` batches of
+    ``state.epoch`` (0: the epoch is done and the next starts)."""
+    batch = state.batch if state.batch < state.steps_per_epoch else 0
+    return {
+        **model_payload(state.model, state.config), "optimizer": state.optimizer.state_dict(),
+        "scheduler": _plain_scheduler_state(state.scheduler.state_dict()), "scaler": state.scaler.state_dict(),
+        "sampler": loaders.sampler.state_dict(batches_done=batch),
+        "rng": runtime.rng_state(getattr(loaders.train, "generator", None), state.device),
+        "epoch": state.epoch + (batch == 0), "batch": batch, "step": state.step, "best_map": state.best_map,
+        "best_step": state.best_step, "epoch_sums": state.sums.cpu().clone(), "world_size": state.world_size,
+    }
+
+
+def _plain_scheduler_state(state: dict) -> dict:
+    # MultiStepLR keeps its milestones in a collections.Counter, which weights_only refuses.
+    return {k: (dict(v) if k == "milestones" else v) for k, v in state.items()}
+
+
+def _check_classes(run: Run, dataset) -> None:
     saved = run.checkpoint.get("num_classes", dataset.num_train_ids)
     if saved != dataset.num_train_ids:
         raise CheckpointError(f"checkpoint {run.last} was trained on {saved} identities, the data set has "
@@ -670,7 +456,7 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
         raise ValueError("fit(resume=True, overwrite=True): choose one (--resume or --overwrite)")
     device = check_device(str(device or cfg.train.device), "--device" if device else "train.device")
     callbacks = list(callbacks)
-    with runtime.distributed(device) as env, _open_run(cfg, out_dir, resume, overwrite, env) as run, \
+    with runtime.distributed(device) as env, open_run(cfg, out_dir, resume, overwrite, env) as run, \
             runtime.torch_settings(cfg.train, env.device):
         dataset = env.main_first(lambda: build_dataset(cfg))     # rank 0 generates a synthetic set first
         loaders = build_run_loaders(cfg, dataset, env.device, env.rank, env.world)
@@ -678,7 +464,7 @@ def fit(config: ExperimentConfig | str | os.PathLike, out_dir: str | os.PathLike
         if run.checkpoint is not None:
             _check_classes(run, dataset)
             _resume(state, run.checkpoint, loaders, run)
-        run.start(cfg, state)                                     # the folder is written from here on
+        state.history = run.start(cfg, state.step if run.checkpoint is not None else None)   # written from here on
         if env.world > 1:
             state.net = nn.parallel.DistributedDataParallel(
                 state.model, device_ids=[env.device.index] if env.device.type == "cuda" else None)

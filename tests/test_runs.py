@@ -28,7 +28,8 @@ from rrid.config import ConfigError, apply_overrides, load_config
 from rrid.data import DatasetError
 from rrid.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rrid.errors import CheckpointError, RunFolderError
-from rrid.train import RUN_FILES, fit
+from rrid.runs import RUN_FILES
+from rrid.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick" / "ours_f.yaml"
@@ -170,12 +171,13 @@ def test_overwrite_deletes_the_old_run_only_after_every_check(trained, tmp_path,
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import torch
+    import rrid.runs as R
     import rrid.train as T
     from rrid.config import load_config
 
     where, out, config, *sets = sys.argv[1:]
     if where == "between last.pt and best.pt":
-        T.copy_checkpoint = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
+        R.copy_checkpoint = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
     elif where == "inside torch.save":
         def save(obj, f, *args, **kwargs):
             f.write(b"PK" + bytes(1 << 20))          # a megabyte of the checkpoint reaches the disk
