@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import sys
+from pathlib import Path
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="start a new run in OUT even if it holds one (its config.yaml, metrics.jsonl, "
                             "last.pt, best.pt and tensorboard/ are deleted)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: train.device of the config)")
+    p.add_argument("--mirror", help="a second copy of the run, updated in place every train.mirror_every epochs "
+                                    "(e.g. /content/drive/MyDrive/rrid/run on Colab); --resume continues from it "
+                                    "when the local run folder is empty or older")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (TQDM_DISABLE=1 does the same)")
     p.add_argument("--set", dest="overrides", **overrides)
 
@@ -128,6 +132,8 @@ def _train(args) -> int:
     from rrid.train import NonFiniteLossError, fit
 
     cfg = load_config(args.config, args.overrides)
+    if args.mirror:
+        cfg.train.mirror = str(Path(args.mirror).expanduser().absolute())
     try:
         result = fit(cfg, out_dir=args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
                      progress=not args.no_progress)

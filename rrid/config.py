@@ -95,7 +95,7 @@ class TrainConfig:
     epochs: int = 80
     seed: int = 0
     device: str = "auto"                # "auto" (cuda when available, else cpu) | "cpu" | "cuda" | "cuda:N" | "mps"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"   # auto: bf16/fp16 on CUDA, off on CPU
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"   # auto: bf16 (compute capability >= 8.0) / fp16 on CUDA, off on CPU
     channels_last: Literal["auto", "on", "off"] = "auto"   # auto: on CUDA only
     deterministic: Literal["auto", "on", "off"] = "auto"   # auto: on CPU only
     num_threads: int = 0                # torch CPU threads, 0 = leave torch's default
@@ -105,6 +105,8 @@ class TrainConfig:
     checkpoint_every_steps: int = 0     # 0 = only at the end of each epoch
     tensorboard: bool = True            # write TensorBoard events when tensorboard is importable
     out_dir: Optional[str] = None       # default run folder when fit() gets none
+    mirror: Optional[str] = None        # a second copy of the run (rrid.runs.Mirror), e.g. on Google Drive
+    mirror_every: int = 5               # epochs between copies to the mirror (and always after the last)
 
 
 @dataclass
@@ -349,7 +351,7 @@ def _check(cfg: ExperimentConfig, source: str) -> None:
     d, o, t, lo, m = cfg.data, cfg.optim, cfg.train, cfg.loss, cfg.model
     positive = {"data.height": d.height, "data.width": d.width, "data.p": d.p, "data.k": d.k,
                 "data.test_batch_size": d.test_batch_size, "train.epochs": t.epochs,
-                "train.log_every": t.log_every, "train.eval_every": t.eval_every}
+                "train.log_every": t.log_every, "train.eval_every": t.eval_every, "train.mirror_every": t.mirror_every}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{source}: {key} must be >= 1, got {value}")

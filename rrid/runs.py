@@ -11,33 +11,41 @@ logged step, epoch and evaluation), ``last.pt`` (every epoch and every
   the data and the model are built too; nothing is written before.
 * Write order at the end of an epoch: last.pt (which records ``best_step``), then best.pt as its
   copy; a kill between the two leaves a last.pt from which the resume re-creates best.pt.
+* ``train.mirror`` (``--mirror``): a :class:`Mirror` folder, e.g. on Google Drive, receives a copy
+  of the run every ``train.mirror_every`` epochs and after the last; ``--resume`` on a machine
+  whose local folder is empty or older continues from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+import torch
+
 from rrid import runtime
-from rrid.checkpoint import checkpoint_config, copy_checkpoint, load_checkpoint, save_checkpoint
+from rrid.checkpoint import checkpoint_config, copy_checkpoint, load_checkpoint, save_checkpoint, tensor_checksums
 from rrid.config import ConfigError, ExperimentConfig, config_diff, load_config, save_config
 from rrid.errors import CheckpointError, RunFolderError
 from rrid.files import atomic_write, remove_stale_temps
 
-__all__ = ["RUN_FILES", "RESUME_MAY_DIFFER", "Run", "RunLog", "RunInterrupted", "open_run", "check_run_folder"]
+__all__ = ["RUN_FILES", "RESUME_MAY_DIFFER", "Run", "RunLog", "Mirror", "write_in_place", "RunInterrupted", "open_run", "check_run_folder"]
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")   # a folder holding any of these holds a run
 # what --resume accepts to differ from the saved run: where and how fast it runs, how often it
 # logs, evaluates and saves, how it evaluates, and where the data lives; never the model, data, recipe or seed
 RESUME_MAY_DIFFER = ("name", "train.epochs", "train.device", "train.num_threads", "train.channels_last",
                      "train.log_every", "train.eval_every", "train.checkpoint_every_steps", "train.tensorboard",
-                     "train.out_dir", "data.root", "data.workers", "data.cache", "data.test_batch_size",
-                     "eval.flip", "eval.rerank", "eval.metric")
+                     "train.out_dir", "train.mirror", "train.mirror_every", "data.root", "data.workers", "data.cache",
+                     "data.test_batch_size", "eval.flip", "eval.rerank", "eval.metric")
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -165,6 +173,84 @@ def check_run_folder(out: Path, cfg: ExperimentConfig, resume: bool, overwrite: 
     return ckpt
 
 
+class Mirror:
+    """A second copy of a run in a folder that outlives the machine: Google Drive on Colab.
+
+    The run folder stays on the machine's fast local disk; every ``every`` epochs and after the
+    last one, :meth:`push` copies config.yaml, metrics.jsonl and last.pt (weights, SGD state,
+    everything a resume needs) into the mirror, and best.pt as weights only (what ``eval`` and
+    ``export`` read). Each file is rewritten in place (no new file, no rename): a mounted Drive
+    keeps one file per name instead of sending every replaced copy to its trash, where it would
+    count against the quota. ``mirror.json``, written last, records the SHA-256 of each copy, so a
+    copy cut short by a disconnect is recognised. :meth:`pull` brings the mirror's run back into
+    an empty (or older) local folder: ``--resume`` on a fresh machine continues from it.
+    """
+
+    MANIFEST = "mirror.json"
+
+    def __init__(self, folder: str | os.PathLike, every: int = 5):
+        self.folder, self.every = Path(folder), every
+
+    def holds_run(self) -> bool:
+        return (self.folder / self.MANIFEST).is_file()
+
+    def step(self) -> int:
+        """The step of the mirrored last.pt (-1 when the mirror holds no run)."""
+        if not self.holds_run():
+            return -1
+        return int(self._manifest().get("step", -1))
+
+    def _manifest(self) -> dict:
+        try:
+            manifest = json.loads((self.folder / self.MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise RunFolderError(f"mirror {self.folder}: {self.MANIFEST} cannot be read ({e})") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise RunFolderError(f"mirror {self.folder}: {self.MANIFEST} is not a mirror manifest")
+        return manifest
+
+    def push(self, run: "Run", step: int) -> None:
+        """Copy the run's files into the mirror, in place; the manifest last."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for name in ("config.yaml", "metrics.jsonl", "last.pt"):
+            if (run.out / name).is_file():
+                files[name] = write_in_place((run.out / name).read_bytes(), self.folder / name)
+        if run.best.is_file():
+            best = load_checkpoint(run.best)
+            weights = {k: best[k] for k in ("format", "model", "num_classes", "config", "step", "best_map") if k in best}
+            buffer = io.BytesIO()
+            torch.save({**weights, "checksums": tensor_checksums(weights)}, buffer)
+            files["best.pt"] = write_in_place(buffer.getvalue(), self.folder / "best.pt")
+        manifest = {"step": step, "files": files}
+        write_in_place(json.dumps(manifest, indent=1).encode(), self.folder / self.MANIFEST)
+
+    def pull(self, out: Path) -> None:
+        """Copy the mirror's run into ``out`` (after checking every copy against the manifest)."""
+        manifest = self._manifest()
+        copies = {name: (self.folder / name).read_bytes() for name in manifest["files"]}
+        for name, data in copies.items():                  # every copy checked before any is used
+            if hashlib.sha256(data).hexdigest() != manifest["files"][name]:
+                raise RunFolderError(f"mirror {self.folder}: {name} is not the copy its {self.MANIFEST} records (a "
+                                     "copy cut short by a disconnect?); resume from the local run folder instead")
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in copies.items():
+            with atomic_write(out / name, "wb") as f:
+                f.write(data)
+        print(f"resuming from the mirror {self.folder} (step {manifest['step']}): copied into {out}")
+
+
+def write_in_place(data: bytes, path: Path) -> str:
+    """Overwrite ``path`` with ``data`` by rewriting its bytes (the file keeps its identity), fsync;
+    returns the SHA-256 of ``data``."""
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
 @dataclass
 class Run:
     """The run folder of a ``fit``: where it writes, and the checkpoint it resumes from."""
@@ -173,6 +259,7 @@ class Run:
     main: bool                           # rank 0: the only process that writes
     overwrite: bool
     log: Optional[RunLog] = None
+    mirror: Optional[Mirror] = None
 
     @property
     def last(self) -> Path:
@@ -211,13 +298,16 @@ class Run:
         if not ok:
             copy_checkpoint(self.last, self.best)
 
-    def save(self, payload: dict, best: bool = False) -> None:
-        """Write last.pt (rank 0), then best.pt as its copy when ``best``."""
+    def save(self, payload: dict, best: bool = False, epochs_done: Optional[int] = None, final: bool = False) -> None:
+        """Write last.pt (rank 0), then best.pt as its copy when ``best``; at the end of an epoch
+        (``epochs_done``) also the mirror's copy, every ``mirror.every`` epochs and when ``final``."""
         if not self.main:
             return
         save_checkpoint(payload, self.last)
         if best:
             copy_checkpoint(self.last, self.best)
+        if self.mirror is not None and epochs_done is not None and (final or epochs_done % self.mirror.every == 0):
+            self.mirror.push(self, payload["step"])
 
 
 @contextlib.contextmanager
@@ -225,9 +315,11 @@ def open_run(cfg: ExperimentConfig, out_dir, resume: bool, overwrite: bool, env:
     """The checked run folder of a ``fit``: rank 0 checks it (read-only) and every rank gets its
     verdict; Ctrl-C inside becomes a one-line :class:`RunInterrupted`."""
     out, ckpt, problem = None, None, None
+    mirror = Mirror(cfg.train.mirror, cfg.train.mirror_every) if cfg.train.mirror else None
     if env.main:
         out = Path(out_dir or cfg.train.out_dir or tempfile.mkdtemp(prefix="rrid-run-"))
         try:
+            _use_mirror(mirror, out, resume, overwrite)
             ckpt = check_run_folder(out, cfg, resume, overwrite)
         except (RunFolderError, CheckpointError) as e:
             problem = e
@@ -239,7 +331,7 @@ def open_run(cfg: ExperimentConfig, out_dir, resume: bool, overwrite: bool, env:
         ckpt = load_checkpoint(out / "last.pt")
     if resume and ckpt is None and env.main:      # the first session of a run started with --resume
         print(f"no checkpoint in {out} yet: starting a new run there")
-    run = Run(out, ckpt, env.main, overwrite)
+    run = Run(out, ckpt, env.main, overwrite, mirror=mirror)
     try:
         yield run
     except KeyboardInterrupt:
@@ -247,3 +339,16 @@ def open_run(cfg: ExperimentConfig, out_dir, resume: bool, overwrite: bool, env:
     finally:
         if run.log is not None:
             run.log.close()
+
+
+def _use_mirror(mirror: Optional[Mirror], out: Path, resume: bool, overwrite: bool) -> None:
+    """Before the run folder is checked: a mirror holding a run is continued (``resume``: its copy
+    replaces an empty or older local folder) or replaced (``overwrite``), never silently mixed."""
+    if mirror is None or not mirror.holds_run() or overwrite:
+        return
+    if not resume:
+        raise RunFolderError(f"the mirror {mirror.folder} already holds a run: continue it with --resume, replace it "
+                             "with --overwrite, or choose another --mirror")
+    local = load_checkpoint(out / "last.pt")["step"] if (out / "last.pt").is_file() else -1
+    if mirror.step() > local:
+        mirror.pull(out)

@@ -398,7 +398,8 @@ def _end_epoch(state: TrainerState, loaders, run: Run, entry: dict, metrics: dic
         state.best_map, state.best_step = metrics["mAP"], state.step
     state.history.append(entry)
     state.batch = 0
-    run.save(_checkpoint(state, loaders), best=improved)
+    run.save(_checkpoint(state, loaders), best=improved, epochs_done=state.epoch + 1,
+             final=state.epoch + 1 == state.config.train.epochs)
 
 
 def _checkpoint(state: TrainerState, loaders) -> dict:

@@ -17,35 +17,15 @@ from rrid.config import ConfigError, apply_overrides, load_config
 from rrid.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rrid.errors import CheckpointError
 from rrid.train import NonFiniteLossError, build_dataset, fit
+from tiny import QUICK, assert_same_weights, read_log, tiny_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ROOT / "configs" / "quick" / "ours_f.yaml"
 pytestmark = pytest.mark.slow
-
-
-def tiny_overrides(tmp: Path, **extra) -> list[str]:
-    """The quick Ours-F config shrunk to seconds: 16 + 16 synthetic identities of 6 images,
-    batches of 4 x 4, one thread (so the subprocess and this process compute alike)."""
-    sets = {"data.root": str(tmp / "synth"), "data.synthetic": "{num_train_ids: 16, num_test_ids: 16, images_per_id: 6}",
-            "data.p": 4, "data.k": 4, "train.num_threads": 1, "train.log_every": 1, "train.eval_every": 100,
-            "train.epochs": 2, "optim.milestones": "[1]", **extra}
-    return [f"{k}={v}" for k, v in sets.items()]
 
 
 @pytest.fixture(scope="module")
 def tiny_cfg(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tiny")
     return load_config(QUICK, tiny_overrides(tmp))
-
-
-def read_log(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 # ----------------------------------------------------------------------------- the training split
