@@ -228,3 +228,4 @@ def test_first_cell_sets_the_openmp_wait_policy_before_torch_loads(given, expect
     assert done.stdout.split() == [expected, "False"], done.stdout + done.stderr
     makefile = (paths.ROOT / "Makefile").read_text()
     assert "export OMP_WAIT_POLICY ?= PASSIVE" in makefile  # make book / make test kernels get it too
+

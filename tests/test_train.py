@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from rrid.callbacks import Callback, LivePlot
+from rrid.callbacks import Callback
 from rrid.config import ConfigError, apply_overrides, load_config
 from rrid.train import (CheckpointError, NonFiniteLossError, build_dataset, fit, load_checkpoint, load_model,
                         save_checkpoint)
+from rrid.viz import LivePlot
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "quick" / "ours_f.yaml"
