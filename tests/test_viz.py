@@ -321,6 +321,37 @@ def test_augmentation_batch_reads_market1501_mini_by_default(monkeypatch, synthe
         viz.augmentation_batch(n=3)
 
 
+# ----------------------------------------------------------------------------- forest plot
+
+
+def test_forest_draws_each_interval_in_its_verdict_colour():
+    from types import SimpleNamespace
+
+    from rrid.stats import AGREES, CANNOT_TELL, CONTRADICTS
+
+    def comparison(mean, low, high, paper_diff, verdict):
+        return SimpleNamespace(quick=SimpleNamespace(mean=mean, low=low, high=high), paper=paper_diff, verdict=verdict)
+
+    comparisons = [comparison(1.0, 0.5, 1.5, 2.0, AGREES), comparison(-1.0, -1.6, -0.2, 0.8, CONTRADICTS),
+                   comparison(0.1, -0.4, 0.7, 1.2, CANNOT_TELL)]
+    fig, ax = plt.subplots()
+    assert viz.forest(ax, comparisons, ["a", "b", "c"], "title") is ax
+    ticks = {float(y): t.get_text() for y, t in zip(ax.get_yticks(), ax.get_yticklabels())}
+    assert ticks == {2.0: "a", 1.0: "b", 0.0: "c"}                                # the first on top
+    assert ax.get_title() == "title" and ax.get_xlabel() == "difference in mAP (points)"
+    for container, c, y, colour in zip(ax.containers, comparisons, (2, 1, 0), ("C2", "C3", "grey")):
+        point, _, (bars,) = container.lines
+        assert (float(point.get_xdata()[0]), float(point.get_ydata()[0])) == (c.quick.mean, y)
+        assert mcolors.same_color(point.get_color(), colour)
+        assert np.allclose(bars.get_segments()[0], [[c.quick.low, y], [c.quick.high, y]])
+    diamonds = [line for line in ax.get_lines() if line.get_marker() == "D"]
+    assert [(float(d.get_xdata()[0]), float(d.get_ydata()[0])) for d in diamonds] == [(2.0, 2), (0.8, 1), (1.2, 0)]
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 < axes_box.y0, "the legend sits below the axes"
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- LivePlot
 
 

@@ -1,9 +1,12 @@
-"""Figures of published tables and of result tables: Table 1, the Market-1501 landscape, seeds.
+"""Figures of published tables and of result tables: Table 1, the Market-1501 landscape, seeds
+and paired intervals.
 
 * :func:`table1_tradeoff`: mAP against feature size for every method of Table 1.
 * :func:`market1501_landscape`: Market-1501 mAP against rank-1 for Table 1 and for later methods
   (``rrid.paper.LATER_METHODS``, published numbers with their sources).
 * :func:`seed_strip`: values over seeds per variant with their t interval, new runs marked.
+* :func:`forest`: paired differences with their intervals beside the paper's differences, one
+  row per comparison, coloured by verdict (chapters 5 and 9).
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 from matplotlib.patches import Rectangle
-from matplotlib.transforms import Bbox
+from matplotlib.transforms import Bbox, ScaledTranslation
 
 from rrid import paper
-from rrid.stats import mean_interval
+from rrid.stats import AGREES, CONTRADICTS, mean_interval
 from rrid.viz.style import NON_MATCH, use_style
 
-__all__ = ["table1_tradeoff", "market1501_landscape", "seed_strip"]
+__all__ = ["table1_tradeoff", "market1501_landscape", "seed_strip", "forest"]
 
 
 def _label_points(ax, points, fontsize=8, marker_px=None):
@@ -196,3 +199,28 @@ def seed_strip(values: dict, marks: dict | None = None, ylabel: str = "mAP (%)",
     fig.tight_layout()
     return fig
 
+
+def forest(ax, comparisons, labels, title):
+    """A forest plot of paired differences on ``ax``: one row per comparison, top to bottom.
+
+    ``comparisons``: objects with ``quick`` (a paired interval: ``mean``, ``low``, ``high``,
+    e.g. ``rrid.stats.paired_difference``), ``paper`` (the paper's difference) and ``verdict``
+    (``rrid.stats.verdict``), as ``rrid.ablation.comparisons`` and ``block_comparisons`` return
+    them; ``labels``: one per comparison. Each interval is drawn with its mean, green when it
+    agrees with the paper, red when it contradicts it, grey when it cannot tell; the paper's
+    difference is an open diamond; a line marks 0. The legend sits below the axes. Returns ``ax``.
+    """
+    ys = np.arange(len(comparisons))[::-1]
+    for y, c in zip(ys, comparisons):
+        d = c.quick
+        colour = {AGREES: "C2", CONTRADICTS: "C3"}.get(c.verdict, "grey")
+        ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=colour, capsize=3,
+                    label="quick: mean, paired 95 % interval" if y == ys[0] else None)
+        ax.plot(c.paper, y, "D", color="k", mfc="none", label="paper (Market-1501)" if y == ys[0] else None)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set(yticks=ys, yticklabels=labels, xlabel="difference in mAP (points)", title=title)
+    # half an inch below the axes, whatever their height: clear of the tick labels and the x label
+    below = ax.transAxes + ScaledTranslation(0, -0.5, ax.figure.dpi_scale_trans)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=2,
+              frameon=False)
+    return ax
