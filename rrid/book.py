@@ -7,7 +7,8 @@ one question a chapter would otherwise answer again and again:
 
 * which mode runs (:func:`mode`, :func:`quick_input_size`),
 * where the synthetic images are (:func:`synthetic`; market1501-mini: ``rrid.paths.market_mini``),
-* which trained model to look at without retraining it in every chapter (:func:`quick_model`).
+* which trained model to look at without retraining it in every chapter (:func:`quick_model`),
+* which backbone weights a chapter looks at (:func:`pretrained_backbone`).
 
 The widgets (``rrid.viz.interact``) and the switch between live and static pages
 (``rrid.viz.is_static``) are figures' business: they live in :mod:`rrid.viz.widgets`.
@@ -26,6 +27,7 @@ import sys
 from pathlib import Path
 
 from rrid import paths
+from rrid.errors import WeightsError
 
 MODES = ("quick", "full")
 
@@ -131,6 +133,42 @@ def quick_input_size() -> tuple[int, int]:
 def backbone_name() -> str:
     """``resnet18`` in quick mode, the paper's ``resnet50`` in full mode."""
     return "resnet18" if mode() == "quick" else "resnet50"
+
+
+_BACKBONE_WORDS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50"}
+
+
+def _feature_extractor(name: str, pretrained: bool):
+    """``rrid.model.resnet_backbone(name, pretrained, last_stride=1)``."""
+    # rrid.model loads torch: imported here so that `import rrid.book` (every chapter's first
+    # cell) leaves torch unloaded until setup() (tests/test_notebooks.py checks it)
+    from rrid.model import resnet_backbone
+
+    return resnet_backbone(name, pretrained=pretrained, last_stride=1)
+
+
+def pretrained_backbone(build=None, name: str | None = None):
+    """The mode's backbone as chapters 3-5 look at it: untrained in quick mode, with ImageNet
+    weights in full mode, and untrained after a printed note when those weights cannot be had.
+
+    ``name``: a ResNet (default :func:`backbone_name`: ResNet-18 in quick mode, ResNet-50 in
+    full mode). ``build(name, pretrained)`` makes what holds the backbone; the default is
+    ``rrid.model.resnet_backbone(name, pretrained, last_stride=1)``, the bare feature extractor
+    (chapters 3 and 5); chapter 4 builds a whole ``RRID`` around it. In full mode a
+    :class:`rrid.errors.WeightsError` (no network, a file that fails its checksum) is printed
+    and ``build(name, False)`` is used instead, so the chapter still runs. Returns
+    ``(built, words)``, the words saying which weights it has: ``"untrained ResNet-18"``,
+    ``"ImageNet ResNet-50"``.
+    """
+    name = name or backbone_name()
+    build = build or _feature_extractor
+    words = _BACKBONE_WORDS.get(name, name)
+    if not is_quick():
+        try:
+            return build(name, True), f"ImageNet {words}"
+        except WeightsError as err:
+            print(err)
+    return build(name, False), f"untrained {words}"
 
 
 def synthetic(seed: int = 0) -> Path:
