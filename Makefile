@@ -10,7 +10,7 @@ export RRID_MODE ?= quick
 export TQDM_DISABLE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
-# static pages (rrid.book.is_static): live plots draw once, at the end, and rrid.book.interact
+# static pages (rrid.viz.is_static): live plots draw once, at the end, and rrid.viz.interact
 # embeds its outputs, in the built book and under nbval
 export RRID_LIVEPLOT ?= static
 # idle OpenMP threads sleep instead of spinning, so a busy CPU does not stall quick mode

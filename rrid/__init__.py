@@ -35,7 +35,7 @@ _PUBLIC = {
     # training
     "fit": "rrid.train",
     "Callback": "rrid.callbacks",
-    "LivePlot": "rrid.callbacks",
+    "LivePlot": "rrid.viz",
 }
 _SUBMODULES = {"data", "metrics", "viz", "model", "losses", "evaluation", "export", "config", "train", "callbacks", "book",
                "explain", "profile", "retrieval", "paper", "stats", "ablation"}

@@ -35,7 +35,7 @@ paper's end-to-end training includes (e.g. the relation module may teach the bac
 better part features); nor anything about real images, ImageNet features or ResNet-50.
 The numbers are quick-mode results on synthetic data, not the paper's.
 
-``live_ablation(4, 5)`` trains two rows with their curves overlaid in one ``rrid.LivePlot``;
+``live_ablation(4, 5, plot=rrid.LivePlot())`` trains two rows with their curves overlaid in one plot;
 ``benchmarks/ablation_quick.py`` loops over rows and seeds and writes the CSV files that
 :func:`read_runs` and :func:`comparisons` read back.
 
@@ -602,17 +602,17 @@ def live_ablation(row_a: int = 4, row_b: int = 5, seed: int = 0, protocol: Proto
                   plot=None, eval_every: int = 5, cache_dir=None) -> dict[int, HeadRun]:
     """Train two rows of Table 2 with the same seed, their curves overlaid in one ``LivePlot``.
 
-    Returns {row: HeadRun}; ``plot`` (default a new ``rrid.LivePlot``) keeps the figure
-    (``plot.fig``). The feature cache is built on the first call, then read back.
+    Returns {row: HeadRun}; ``plot``: a callback with ``new_run(label)``, such as
+    ``rrid.viz.LivePlot()``, which then keeps the figure (``plot.fig``); None trains without
+    one. The feature cache is built on the first call, then read back.
     """
-    from rrid.callbacks import LivePlot
-
-    plot = plot if plot is not None else LivePlot(every=20)
     feats = features(protocol, cache_dir)
     runs = {}
     for row in (row_a, row_b):
-        plot.new_run(f"row {row}")
-        runs[row] = train_heads(row, seed, protocol, feats, callbacks=[plot], eval_every=eval_every)
+        if plot is not None:
+            plot.new_run(f"row {row}")
+        runs[row] = train_heads(row, seed, protocol, feats, callbacks=[plot] if plot is not None else [],
+                                eval_every=eval_every)
     return runs
 
 

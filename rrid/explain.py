@@ -1,8 +1,16 @@
-"""The numbers behind the book's figures of the relation module and GCP (chapters 4, 5, 8).
+"""The numbers behind the book's figures: the network's shapes, the backbone's map, the relation
+module and GCP, the training transform (chapters 2-6, 8, 11).
 
-Every function takes a model or the tensors of a forward pass (``model.forward_features``) and
-returns tensors; :mod:`rrid.viz` draws them. Stripes are numbered as in the paper, i = 1..n
-from the top.
+Every function takes a model, a configuration, images or the tensors of a forward pass
+(``model.forward_features``) and returns numbers; :mod:`rrid.viz` only draws them. Stripes are
+numbered as in the paper, i = 1..n from the top.
+
+* :func:`architecture_shapes`: the shape of every tensor of one forward pass, by name (the
+  numbers printed in ``rrid.viz.architecture``, the paper's Figs. 1 and 2).
+* :func:`backbone_marks`: the backbone map's channel sum over one image and, per stripe, its
+  peak and the cell GMP reads most often (``rrid.viz.activation_maps``).
+* :func:`augmentation_samples`: the training transform applied once to each image, seeded
+  (``rrid.viz.augmentation_batch``, chapter 11).
 
 * :func:`relation_maps`: per-part activation maps of R_p (the paper's Fig. 6), for Eq. (1)'s
   R_p(T(p̄_i, r̄_i)) and for the rest-only model's R_p(r̄_i).
@@ -13,23 +21,26 @@ from the top.
 * :func:`pooling_share`: where on the feature map GMP or GAP takes each part feature from
   (the book's counterpart of the paper's Fig. 3(a)-(b), chapter 3).
 * :func:`gmp_holders`: how many channels' maxima each cell holds under GMP (the circles of
-  ``rrid.viz.activation_maps``).
+  ``rrid.viz.activation_maps``, through :func:`backbone_marks`).
 * :func:`global_share`: where a global feature (GAP, GMP, GAP+GMP, or GCP's p_max and p_cont)
   takes its value from (the counterpart of the paper's Fig. 3(c)-(d), chapter 5).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, NamedTuple
 
 import torch
 from torch import Tensor
 
-from rrid.model import (CONTRASTS, GlobalContrastivePooling, GlobalPooling, RelationModule, RestOnlyRelation,
-                        stripe_bounds, stripe_pool)
+from rrid.data.transforms import observe_train_transform
+from rrid.model import (CONTRASTS, RRID, GlobalContrastivePooling, GlobalPooling, RelationModule, RestOnlyRelation,
+                        RRIDConfig, stripe_bounds, stripe_pool)
 
-__all__ = ["RelationMaps", "relation_maps", "rest_composition", "relation_switch", "gcp_channel", "stripe_rows",
-           "pooling_share", "gmp_holders", "GLOBAL_FEATURES", "global_share"]
+__all__ = ["architecture_shapes", "BackboneMarks", "backbone_marks", "augmentation_samples", "RelationMaps",
+           "relation_maps", "rest_composition", "relation_switch", "gcp_channel", "stripe_rows", "pooling_share",
+           "gmp_holders", "GLOBAL_FEATURES", "global_share"]
 
 GLOBAL_FEATURES = ("gap", "gmp", "gap+gmp", "p_max", "p_cont")
 
@@ -351,3 +362,147 @@ def global_share(x: Tensor, feature: str = "p_cont", n: int = 6, contrast: str =
     contribution = (x * grad[0]).sum(dim=0)
     total = v.detach().abs().sum()
     return contribution / total if total > 0 else torch.zeros_like(contribution)
+
+
+# ----------------------------------------------------------------------------- chapter 2: the network's shapes
+
+
+def architecture_shapes(config=None, input_size=None, model=None) -> dict:
+    """The shapes (batch dimension dropped) of one forward pass of the model, by name.
+
+    Runs a zero image of ``input_size`` (default: the paper's 384 x 128) through
+    ``RRID.forward_features`` and ``RRID.forward`` (eval mode, no gradients), with forward
+    hooks on the layers the returned dict does not show. Keys: ``"image"`` (3, H, W), ``"x"``
+    (C, h, w), ``"embedding"`` (feature_dim,) and per scale ``"P6/..."``: ``stripes`` (the
+    rows of each stripe, measured with ``stripe_pool`` itself), every entry of
+    ``ScaleHead.features`` (``p`` (n, C), ``p_bar``, ``r_bar``, ``q`` (n, c), ``p_max``,
+    ``p_cont`` (C,), ``p_bar_max``, ``p_bar_cont``, ``q0`` (c,)), and from the hooks ``r``
+    (r_1, C), ``R_p_in`` / ``R_p_out`` (stripe 1's R_p), ``R_g_in`` / ``R_g_out``,
+    ``gcp_in`` (the p_i GCP pools) and ``pooled`` (x pooled by GMP / GAP / GAP+GMP).
+    ``model`` (an ``RRID``) is used as it is when given; otherwise one is built from
+    ``config`` (an ``RRIDConfig`` or a Table 2 row number) on PyTorch's "meta" device, which
+    runs every layer's shape logic without computing anything (a second for ResNet-50).
+    """
+    if model is None:
+        config = RRIDConfig.table2(config) if isinstance(config, int) else (config or RRIDConfig())
+        with torch.device("meta"):  # shapes without arithmetic: the same code, no weights, no time
+            model = RRID(dataclasses.replace(config, pretrained=False), num_classes=1)
+    height, width = input_size or (384, 128)
+    shapes: dict = {}
+    hooks = _shape_hooks(model, shapes)
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        image = torch.zeros(1, 3, height, width, device=device)
+        with torch.no_grad():
+            feats = model.forward_features(image)
+            embedding = model(image)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    shapes["image"] = (3, height, width)
+    shapes["x"] = tuple(feats["x"].shape[1:])
+    shapes["embedding"] = tuple(embedding.shape[1:])
+    rows = torch.arange(shapes["x"][1], dtype=torch.float32).view(1, 1, -1, 1)
+    for scale, f in feats.items():
+        if scale == "x":
+            continue
+        n = model.heads[scale].n
+        top, bottom = -stripe_pool(-rows, n, "gmp")[0, :, 0], stripe_pool(rows, n, "gmp")[0, :, 0]
+        shapes[f"{scale}/stripes"] = tuple(int(b - t + 1) for t, b in zip(top, bottom))
+        shapes.update({f"{scale}/{k}": tuple(v.shape[1:]) for k, v in f.items()})
+    return shapes
+
+
+def _shape_hooks(model, shapes: dict) -> list:
+    """Forward hooks that write the input or output shape of the layers inside each head into
+    ``shapes`` (``"P6/r"``, ``"P6/R_p_in"``, ...); returns their handles."""
+    hooks = []
+
+    def hook(name, take):
+        def record(module, inputs, output):
+            shapes[name] = tuple((inputs[0] if take == "in" else output).shape[1:])
+        return record
+
+    for scale, head in model.heads.items():
+        local, glob = head.local, head.glob
+        for attr, index, name, take in (("r_layers", 0, "r", "in"), ("R_p", 0, "R_p_in", "in"),
+                                        ("R_p", 0, "R_p_out", "out")):
+            layers = getattr(local, attr, None)
+            if layers is not None:
+                hooks.append(layers[index].register_forward_hook(hook(f"{scale}/{name}", take)))
+        if glob is not None and hasattr(glob, "R_g"):
+            hooks.append(glob.register_forward_hook(hook(f"{scale}/gcp_in", "in")))
+            hooks.append(glob.R_g.register_forward_hook(hook(f"{scale}/R_g_in", "in")))
+            hooks.append(glob.R_g.register_forward_hook(hook(f"{scale}/R_g_out", "out")))
+        elif glob is not None and hasattr(glob, "layer"):
+            hooks.append(glob.layer.register_forward_hook(hook(f"{scale}/pooled", "in")))
+    return hooks
+
+
+# ----------------------------------------------------------------------------- chapters 3 and 8: the backbone map
+
+
+class BackboneMarks(NamedTuple):
+    """The backbone's map of one image, and where each stripe's peak and GMP cell are."""
+
+    x: Tensor                          # (C, h, w) float64: the backbone's feature map
+    activation: Tensor                 # (h, w): its channel sum, sum_k x_k(h, w)
+    rows: list[tuple[int, int]]        # (first, stop) row of each stripe (stripe_rows)
+    peaks: list[tuple[int, int]]       # (row, column) of the channel sum's largest cell in each stripe
+    gmp_cells: list[tuple[int, int]]   # (row, column) of the cell holding the most channel maxima (gmp_holders)
+    shares: list[float]                # that cell's share of the stripe's channels
+
+
+def backbone_marks(model, image: Tensor, n: int = 6) -> BackboneMarks:
+    """Where ``model.backbone`` responds on one image, and where GMP reads each of ``n`` stripes.
+
+    ``image``: (3, H, W) or (N, 3, H, W) (the first is used), normalised. The backbone runs in
+    eval mode without gradients, and the model gets its mode back. Per stripe i (rows
+    :func:`stripe_rows`): the peak of the channel sum sum_k x_k(h, w), the brightest cell of the
+    picture, which is *not* the cell GMP picks (GMP picks one cell per channel); and the cell
+    with the largest count of :func:`gmp_holders`, the cell GMP reads most often, with its share
+    of the stripe's counts. Ties go to the first cell in row-major order.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            fmap = model.backbone(image.unsqueeze(0) if image.ndim == 3 else image[:1])
+    finally:
+        model.train(was_training)
+    x = fmap[0].detach().cpu().double()                                # (C, h, w)
+    activation = x.sum(0)
+    holders = gmp_holders(x, n)                                        # (n, h, w)
+    rows = stripe_rows(x.shape[1], n)
+    peaks, cells, shares = [], [], []
+    for i, (top, bottom) in enumerate(rows):
+        peaks.append(_argmax_cell(activation[top:bottom], top))
+        stripe = holders[i, top:bottom]
+        cells.append(_argmax_cell(stripe, top))
+        shares.append(float(stripe.max() / stripe.sum().clamp(min=1e-12)))
+    return BackboneMarks(x, activation, rows, peaks, cells, shares)
+
+
+def _argmax_cell(values: Tensor, top: int) -> tuple[int, int]:
+    """(row, column) of the first largest entry of a (rows, w) block whose first row is ``top``."""
+    row, col = divmod(int(values.flatten().argmax()), values.shape[1])
+    return top + row, col
+
+
+# ----------------------------------------------------------------------------- chapters 6 and 11: augmentation
+
+
+def augmentation_samples(images, erasing="official", height: int = 384, width: int = 128, seed: int = 0,
+                         flip: bool = True) -> list:
+    """The training transform applied once to each PIL image, seeded: a list of
+    ``rrid.data.transforms.Augmented`` (the tensor, whether it was flipped, the erased box).
+
+    Torch's global RNG is forked, seeded with ``seed`` and restored afterwards, so the result
+    depends on ``seed`` only and the caller's random state is untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return [observe_train_transform(img, height, width, erasing, flip) for img in images]

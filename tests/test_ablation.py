@@ -11,9 +11,9 @@ import torch
 from scipy import stats as st
 
 from rrid import ablation
-from rrid.callbacks import LivePlot
 from rrid.model import TABLE2
 from rrid.stats import AGREES, CANNOT_TELL
+from rrid.viz import LivePlot
 
 # 6 + 6 training identities and 6 test identities of 4 images at 64 x 32 (a 4 x 2 map),
 # one backbone epoch: seconds on one CPU thread.

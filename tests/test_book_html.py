@@ -6,7 +6,7 @@ figures are there (``img`` inside cell outputs) and no cell shows an error (a tr
 error on stderr, or myst-nb's "execution failed" warning).
 
 No control on a page does nothing when used: no page embeds an ipywidgets view (widgets go
-through ``rrid.book.interact``), no cell output holds a form control of its own, and every option
+through ``rrid.viz.interact``), no cell output holds a form control of its own, and every option
 of every ``interact`` control is clicked (Playwright driving the same Chromium) and must change
 the figure shown.
 """
@@ -181,14 +181,14 @@ def test_chapter_page_renders_with_figures_and_no_errors(chapter, chromium, html
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
-# The panels of one rrid.book.interact output that the page shows now: values and image sources.
+# The panels of one rrid.viz.interact output that the page shows now: values and image sources.
 SHOWN = """widget => [...widget.querySelectorAll('.rrid-panel')]
     .filter(panel => getComputedStyle(panel).display !== 'none')
     .map(panel => ({values: panel.dataset.values,
                     images: [...panel.querySelectorAll('img')]
                         .filter(img => img.getBoundingClientRect().height > 0).map(img => img.src)}))"""
 
-# Form controls inside cell outputs that neither rrid.book.interact nor the theme made (the theme's
+# Form controls inside cell outputs that neither rrid.viz.interact nor the theme made (the theme's
 # copy buttons, sphinx-copybutton, work without a kernel).
 STRAY_CONTROLS = """() => [...document.querySelectorAll(
         '.cell_output input, .cell_output select, .cell_output button:not(.copybtn), .cell_output textarea')]
@@ -201,14 +201,14 @@ def test_every_control_on_the_page_changes_what_it_shows(chapter, browser, html_
     assert page_file.is_file(), f"{page_file} was not built"
     assert WIDGET_VIEW not in page_file.read_text(encoding="utf-8"), (
         f"{chapter}: the page embeds an ipywidgets view, a control that does nothing without a kernel; "
-        "make the widget with rrid.book.interact")
+        "make the widget with rrid.viz.interact")
 
     page = browser.new_page()
     # the page as a reader without a network sees it: only files from the build
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
     page.goto(page_file.as_uri())
     stray = page.evaluate(STRAY_CONTROLS)
-    assert not stray, f"{chapter}: controls in cell outputs that rrid.book.interact did not make: {stray}"
+    assert not stray, f"{chapter}: controls in cell outputs that rrid.viz.interact did not make: {stray}"
 
     for widget in page.locator(".rrid-interact").all():
         groups = widget.locator(".rrid-control").all()

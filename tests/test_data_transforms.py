@@ -104,7 +104,7 @@ def test_loader_workers_reproducible(synthetic_small):
 # ----------------------------------------------------------------------------- observe_train_transform
 
 from rrid.data.transforms import observe_train_transform  # noqa: E402
-from rrid.viz import augmentation_samples  # noqa: E402
+from rrid.explain import augmentation_samples  # noqa: E402
 
 # As documented (rrid/data/transforms.py, official-code-notes.md): probability, area range, aspect range
 DOCUMENTED = {"official": (0.75, (0.02, 0.2), (0.3, 3.3), 100), "zhong": (0.5, (0.02, 0.4), (0.3, 3.3), 10)}

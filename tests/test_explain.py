@@ -354,3 +354,52 @@ def test_global_share_leaves_the_rng_alone_and_checks_its_input():
         explain.global_share(x, "p_cont", contrast="mean")
     with pytest.raises(ValueError, match="n=1 stripes"):
         explain.global_share(x, "p_cont", n=1)
+
+
+# ----------------------------------------------------------------------------- the network's shapes, the backbone map
+
+
+def test_architecture_shapes_are_those_of_a_real_forward_pass():
+    """On the meta device (no arithmetic) the shapes equal those of a CPU forward pass of real weights."""
+    cfg = RRIDConfig.table2(13, backbone="resnet18")          # Ours-F: three scales, relation module, GCP
+    shapes = explain.architecture_shapes(cfg, (96, 32))
+    model = RRID(cfg, num_classes=3).train()
+    assert explain.architecture_shapes(cfg, (96, 32), model=model) == shapes and model.training, "its mode back"
+    with torch.no_grad():
+        f = model.eval().forward_features(torch.rand(1, 3, 96, 32))
+        embedding = model(torch.rand(1, 3, 96, 32))
+    assert shapes["image"] == (3, 96, 32) and shapes["x"] == tuple(f["x"].shape[1:]) == (512, 6, 2)
+    assert shapes["embedding"] == tuple(embedding.shape[1:]) == (cfg.feature_dim,)
+    c = cfg.reduced_dim
+    for n in cfg.scales:
+        s = f"P{n}"
+        for key, value in f[s].items():
+            assert shapes[f"{s}/{key}"] == tuple(value.shape[1:]), (s, key)
+        assert shapes[f"{s}/r"] == (512,) and shapes[f"{s}/R_p_in"] == (2 * c,) and shapes[f"{s}/R_p_out"] == (c,)
+        assert shapes[f"{s}/gcp_in"] == (n, 512) and shapes[f"{s}/R_g_in"] == (2 * c,) and shapes[f"{s}/R_g_out"] == (c,)
+        # stripe_pool's rows on a 6-row map: floor(i h/n) .. ceil((i+1) h/n) - 1
+        assert shapes[f"{s}/stripes"] == tuple(-(-(i + 1) * 6 // n) - (i * 6) // n for i in range(n))
+    assert explain.architecture_shapes(8)["x"] == (2048, 24, 8)     # row 8, ResNet-50 at the paper's 384 x 128
+
+
+def test_backbone_marks_find_the_peak_and_the_gmp_cell():
+    # 6 x 2 map, 6 stripes of one row. Row 0: cell (0, 0) has the larger channel sum (1 + 1 + 1 + 5 = 8 > 6)
+    # but cell (0, 1) holds the maxima of three of the four channels. Rows 1..5: one channel, alternating columns.
+    class Backbone(torch.nn.Module):
+        def forward(self, x):
+            fmap = torch.zeros(len(x), 4, 6, 2)
+            fmap[:, :, 0, 0] = torch.tensor([1.0, 1.0, 1.0, 5.0])
+            fmap[:, :, 0, 1] = torch.tensor([2.0, 2.0, 2.0, 0.0])
+            fmap[:, 0, torch.arange(1, 6), torch.tensor([1, 0, 1, 0, 1])] = 1.0
+            return fmap
+
+    model = torch.nn.Module()
+    model.backbone = Backbone()
+    model.train()
+    marks = explain.backbone_marks(model, torch.rand(3, 12, 4), 6)
+    assert model.training, "the model gets its mode back"
+    assert marks.rows == [(i, i + 1) for i in range(6)]
+    assert marks.peaks == [(0, 0), (1, 1), (2, 0), (3, 1), (4, 0), (5, 1)]
+    assert marks.gmp_cells == [(0, 1), (1, 1), (2, 0), (3, 1), (4, 0), (5, 1)]
+    assert marks.shares == [0.75, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert marks.activation[0].tolist() == [8.0, 6.0] and marks.x.dtype == torch.float64

@@ -228,3 +228,35 @@ def test_first_cell_sets_the_openmp_wait_policy_before_torch_loads(given, expect
     assert done.stdout.split() == [expected, "False"], done.stdout + done.stderr
     makefile = (paths.ROOT / "Makefile").read_text()
     assert "export OMP_WAIT_POLICY ?= PASSIVE" in makefile  # make book / make test kernels get it too
+
+
+def test_pretrained_backbone_falls_back_to_random_weights_with_a_note(monkeypatch, capsys):
+    from rrid.errors import WeightsError
+
+    calls = []
+
+    def build(name, pretrained):
+        calls.append((name, pretrained))
+        if pretrained and name == "resnet50":
+            raise WeightsError("no network: cannot fetch the resnet50 weights")
+        return f"{name}, pretrained={pretrained}"
+
+    monkeypatch.setenv("RRID_MODE", "quick")
+    assert book.pretrained_backbone(build) == ("resnet18, pretrained=False", "untrained ResNet-18")
+    assert calls == [("resnet18", False)] and capsys.readouterr().out == "", "quick mode never asks for weights"
+    monkeypatch.setenv("RRID_MODE", "full")
+    calls.clear()
+    assert book.pretrained_backbone(build) == ("resnet50, pretrained=False", "untrained ResNet-50")
+    assert calls == [("resnet50", True), ("resnet50", False)]
+    assert capsys.readouterr().out == "no network: cannot fetch the resnet50 weights\n"
+    assert book.pretrained_backbone(build, "resnet34") == ("resnet34, pretrained=True", "ImageNet ResNet-34")
+
+
+def test_pretrained_backbone_default_is_the_bare_resnet_with_last_stride_1(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("RRID_MODE", "quick")
+    backbone, words = book.pretrained_backbone()
+    with torch.no_grad():
+        x = backbone.eval()(torch.zeros(1, 3, 96, 32))
+    assert words == "untrained ResNet-18" and tuple(x.shape) == (1, 512, 6, 2)    # H/16 x W/16: last stride 1

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from rrid.callbacks import Callback, LivePlot
-from rrid.config import ConfigError, apply_overrides, load_config
+from rrid.callbacks import Callback
 from rrid.checkpoint import load_checkpoint, load_model, save_checkpoint
+from rrid.config import ConfigError, apply_overrides, load_config
 from rrid.errors import CheckpointError
 from rrid.train import NonFiniteLossError, build_dataset, fit
+from rrid.viz import LivePlot
 from tiny import QUICK, assert_same_weights, read_log, tiny_overrides
 
 pytestmark = pytest.mark.slow

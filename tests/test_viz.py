@@ -308,3 +308,126 @@ def test_seed_strip_marks_and_intervals():
         assert caps == pytest.approx([lo, hi])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["row 4", "row 5"]
     plt.close(fig)
+
+
+def test_augmentation_batch_reads_market1501_mini_by_default(monkeypatch, synthetic_small):
+    monkeypatch.setenv("RRID_MARKET_MINI", str(synthetic_small))      # any folder in Market-1501's layout
+    arrays = lambda f: [ax.images[0].get_array() for ax in f.axes]  # noqa: E731
+    default = viz.augmentation_batch(n=3, seed=2, height=96, width=32)
+    given = viz.augmentation_batch(synthetic_small, n=3, seed=2, height=96, width=32)
+    assert all(np.array_equal(a, b) for a, b in zip(arrays(default), arrays(given)))
+    monkeypatch.setenv("RRID_MARKET_MINI", "none")
+    with pytest.raises(ValueError, match="market1501-mini.*rrid.book.synthetic"):
+        viz.augmentation_batch(n=3)
+
+
+# ----------------------------------------------------------------------------- forest plot
+
+
+def test_forest_draws_each_interval_in_its_verdict_colour():
+    from types import SimpleNamespace
+
+    from rrid.stats import AGREES, CANNOT_TELL, CONTRADICTS
+
+    def comparison(mean, low, high, paper_diff, verdict):
+        return SimpleNamespace(quick=SimpleNamespace(mean=mean, low=low, high=high), paper=paper_diff, verdict=verdict)
+
+    comparisons = [comparison(1.0, 0.5, 1.5, 2.0, AGREES), comparison(-1.0, -1.6, -0.2, 0.8, CONTRADICTS),
+                   comparison(0.1, -0.4, 0.7, 1.2, CANNOT_TELL)]
+    fig, ax = plt.subplots()
+    assert viz.forest(ax, comparisons, ["a", "b", "c"], "title") is ax
+    ticks = {float(y): t.get_text() for y, t in zip(ax.get_yticks(), ax.get_yticklabels())}
+    assert ticks == {2.0: "a", 1.0: "b", 0.0: "c"}                                # the first on top
+    assert ax.get_title() == "title" and ax.get_xlabel() == "difference in mAP (points)"
+    for container, c, y, colour in zip(ax.containers, comparisons, (2, 1, 0), ("C2", "C3", "grey")):
+        point, _, (bars,) = container.lines
+        assert (float(point.get_xdata()[0]), float(point.get_ydata()[0])) == (c.quick.mean, y)
+        assert mcolors.same_color(point.get_color(), colour)
+        assert np.allclose(bars.get_segments()[0], [[c.quick.low, y], [c.quick.high, y]])
+    diamonds = [line for line in ax.get_lines() if line.get_marker() == "D"]
+    assert [(float(d.get_xdata()[0]), float(d.get_ydata()[0])) for d in diamonds] == [(2.0, 2), (0.8, 1), (1.2, 0)]
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 < axes_box.y0, "the legend sits below the axes"
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- LivePlot
+
+
+class _Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _logs(step):
+    return {"total": float(step), "triplet": 3.0 * step + 1, "ce": 0.5, "acc": 0.25, "lr": {"head": 1.0 / step}}
+
+
+def test_liveplot_redraws_at_most_once_per_interval(monkeypatch):
+    """Live: a step redraws only when ``interval`` seconds have passed since the last draw; an
+    evaluation and the end of the run always redraw. Every step is recorded either way."""
+    from types import SimpleNamespace
+
+    import rrid.viz.live
+
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append(clock.now)
+
+    def display(fig, display_id):
+        shown.append(clock.now)
+        return Handle()
+
+    monkeypatch.setattr(rrid.viz.live, "display", display)
+    clock = _Clock()
+    plot = viz.LivePlot(interval=1.5, live=True, clock=clock)
+    for step in range(1, 41):                      # a step every 0.25 s for 10 s (binary fractions: exact)
+        clock.now = (step - 1) * 0.25
+        plot.on_step(SimpleNamespace(step=step), _logs(step))
+    assert shown == [0.0, 1.5, 3.0, 4.5, 6.0, 7.5, 9.0], "the first step, then every 1.5 s"
+    plot.on_eval(SimpleNamespace(step=40), {"mAP": 0.5, "rank1": 0.6})
+    plot.on_fit_end(SimpleNamespace(step=40))
+    assert shown[-2:] == [9.75, 9.75] and len(shown) == 9
+    assert plot.steps == list(range(1, 41)) and plot.parts["total"] == [float(s) for s in range(1, 41)]
+    assert plot.fig is not None and len(plot.fig.axes) == 3
+
+
+def test_liveplot_draws_at_most_max_points_per_curve_and_keeps_every_value():
+    from types import SimpleNamespace
+
+    plot = viz.LivePlot(live=False)
+    for step in range(1, 5001):
+        plot.on_step(SimpleNamespace(step=step), _logs(step))
+    plot.on_eval(SimpleNamespace(step=5000), {"mAP": 0.5, "rank1": 0.6})
+    plot.on_fit_end(SimpleNamespace(step=5000))
+    assert len(plot.steps) == len(plot.parts["triplet"]) == len(plot.lr["head"]) == 5000, "all values recorded"
+    ax_loss, ax_lr, ax_map = plot.fig.axes
+    lines = {line.get_label(): line for line in ax_loss.get_lines() + ax_lr.get_lines()}
+    # 5,000 steps into 1,000 runs of 5: the mean step of run k is 5k + 3, its mean total loss the same number
+    means = np.arange(1, 5001, dtype=float).reshape(1000, 5).mean(axis=1)
+    for label in ("total", "triplet", "CE", "head"):
+        assert len(lines[label].get_xdata()) == 1000 and np.array_equal(lines[label].get_xdata(), means)
+    assert np.array_equal(lines["total"].get_ydata(), means)
+    # float64 means of at most 5 values near 1e4: rounding ~1e-12, far below 1e-9
+    assert np.allclose(lines["triplet"].get_ydata(), 3 * means + 1, rtol=0, atol=1e-9)
+    assert np.allclose(lines["head"].get_ydata(), (1.0 / np.arange(1, 5001)).reshape(1000, 5).mean(axis=1))
+    assert [list(line.get_xdata()) for line in ax_map.get_lines()] == [[5000], [5000]], "evaluations are not thinned"
+
+
+def test_thin_splits_into_even_runs_of_consecutive_points():
+    from rrid.viz.live import thin
+
+    steps = np.arange(2501)
+    x, y = thin(steps, 2.0 * steps - 7, 1000)             # runs of 2 or 3 points
+    assert len(x) == 1000 and np.all(np.diff(x) > 0) and x[0] < 2 and x[-1] > 2498
+    assert np.allclose(y, 2 * x - 7, rtol=0, atol=1e-9)    # the same runs averaged in x and y
+    short_x, short_y = thin([1, 2, 3], [4.0, 5.0, 6.0], 1000)
+    assert short_x.tolist() == [1, 2, 3] and short_y.tolist() == [4.0, 5.0, 6.0]

@@ -1,4 +1,4 @@
-"""``rrid.book.interact``: live widgets in a kernel, working HTML on the static pages.
+"""``rrid.viz.interact``: live widgets in a kernel, working HTML on the static pages.
 
 The static HTML is read back with ``html.parser``: panels, images, radio buttons and the CSS
 rule that shows each panel. Chromium clicks the same controls in the built book
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from rrid import book  # noqa: E402
+from rrid import viz  # noqa: E402
 
 
 class Parsed(HTMLParser):
@@ -105,7 +105,7 @@ def draw(position=3, colour="red"):
 
 def test_static_few_values_embed_one_panel_per_value_default_checked(static):
     before = plt.get_fignums()
-    shown = book.interact(draw, position=(1, 4))
+    shown = viz.interact(draw, position=(1, 4))
     assert plt.get_fignums() == before, "every figure drawn for the page is closed again"
     page = Parsed(shown._repr_html_())
     assert len(page.panels) == 4 and len(page.radios) == 4 and page.inputs == 4
@@ -128,7 +128,7 @@ def test_static_two_controls_embed_every_combination(static):
     def paint(position, colour="tab:blue"):  # no default for position: its first value
         draw(position, colour)
 
-    shown = book.interact(paint, position=[2, 5, 8], colour={"red": "tab:red", "blue": "tab:blue"},
+    shown = viz.interact(paint, position=[2, 5, 8], colour={"red": "tab:red", "blue": "tab:blue"},
                           labels={"position": "where"})
     page = Parsed(shown.html)
     assert len(page.panels) == 6 and len(page.radios) == 5
@@ -152,7 +152,7 @@ def test_static_large_range_shows_the_default_and_a_note_and_no_control(static):
         plt.plot([0, 1], [0, lam])
         plt.show()
 
-    shown = book.interact(loss, lam=(0.0, 10.0, 0.1), labels={"lam": "λ"})
+    shown = viz.interact(loss, lam=(0.0, 10.0, 0.1), labels={"lam": "λ"})
     page = Parsed(shown.html)
     assert page.inputs == 0 and not page.radios and not page.panels and "<label" not in shown.html
     (note, text), (kind, _src) = page.notes
@@ -168,7 +168,7 @@ def test_static_manual_runs_only_the_default(static):
         calls.append(epochs)
         print("trained", epochs)
 
-    page = Parsed(book.interact(train, manual=True, epochs=[1, 2, 3]).html)
+    page = Parsed(viz.interact(train, manual=True, epochs=[1, 2, 3]).html)
     assert calls == [2] and page.inputs == 0
     assert "epochs: 1, 2 or 3" in page.notes[0][1]
 
@@ -182,10 +182,10 @@ def test_static_captures_returned_figures_and_objects(static):
     def returns_text(n=1):
         return f"value {n}"
 
-    page = Parsed(book.interact(made_without_pyplot, n=[1, 2]).html)
+    page = Parsed(viz.interact(made_without_pyplot, n=[1, 2]).html)
     assert [len(p["images"]) for p in page.panels] == [1, 1]
     assert page.panels[0]["images"] != page.panels[1]["images"]
-    page = Parsed(book.interact(returns_text, n=[1, 2]).html)
+    page = Parsed(viz.interact(returns_text, n=[1, 2]).html)
     assert ["value 1" in page.panels[0]["text"], "value 2" in page.panels[1]["text"]] == [True, True]
 
 
@@ -197,7 +197,7 @@ def test_live_returns_an_interactive_wired_to_fn(live):
     def fn(position=3, colour="red", flag=False, lam=2.0):
         calls.append((position, colour, flag, lam))
 
-    w = book.interact(fn, position=(1, 10), colour=["red", "blue"], flag=True, lam=(0.0, 10.0, 0.1))
+    w = viz.interact(fn, position=(1, 10), colour=["red", "blue"], flag=True, lam=(0.0, 10.0, 0.1))
     assert isinstance(w, ipywidgets.interactive)
     slider, buttons, box, fslider = w.kwargs_widgets
     assert isinstance(slider, ipywidgets.IntSlider) and (slider.min, slider.max, slider.value) == (1, 10, 3)
@@ -221,7 +221,7 @@ def test_live_manual_waits_for_the_run_button(live):
         calls.append(epochs)
 
     given = ipywidgets.IntSlider(value=2, min=1, max=5, description="epochs")
-    w = book.interact(train, manual=True, epochs=given)
+    w = viz.interact(train, manual=True, epochs=given)
     assert w.kwargs_widgets == [given] and w.manual_button.description == "Run"
     assert calls == []
     given.value = 4
@@ -233,7 +233,7 @@ def test_live_manual_waits_for_the_run_button(live):
 def test_ipywidgets_controls_are_read_on_static_pages(static):
     import ipywidgets
 
-    page = Parsed(book.interact(draw, position=ipywidgets.ToggleButtons(options=[("one", 1), ("six", 6)], value=6,
+    page = Parsed(viz.interact(draw, position=ipywidgets.ToggleButtons(options=[("one", 1), ("six", 6)], value=6,
                                                                        description="pos")).html)
     assert [page.labels[r["id"]] for r in page.radios] == ["one", "six"]
     assert [page.labels[r["id"]] for r in page.radios if "checked" in r] == ["six"]
@@ -242,24 +242,24 @@ def test_ipywidgets_controls_are_read_on_static_pages(static):
 
 def test_bad_controls_name_the_argument(static):
     with pytest.raises(TypeError, match="draw\\(\\) has no argument 'size'"):
-        book.interact(draw, size=(1, 3))
+        viz.interact(draw, size=(1, 3))
     with pytest.raises(ValueError, match="default position=3 is not one of \\[1, 2\\]"):
-        book.interact(draw, position=[1, 2])
+        viz.interact(draw, position=[1, 2])
     with pytest.raises(ValueError, match="position=\\(5, 1\\)"):
-        book.interact(draw, position=(5, 1))
+        viz.interact(draw, position=(5, 1))
     with pytest.raises(TypeError, match="expected a list or dict"):
-        book.interact(draw, position="3")
+        viz.interact(draw, position="3")
 
 
 def test_one_switch_decides_widgets_and_the_live_plot(monkeypatch):
     import rrid
 
     monkeypatch.setenv("RRID_LIVEPLOT", "static")
-    assert book.is_static() and rrid.LivePlot().live is False
+    assert viz.is_static() and rrid.LivePlot().live is False
     monkeypatch.setenv("RRID_LIVEPLOT", "live")
-    assert not book.is_static() and rrid.LivePlot().live is True
+    assert not viz.is_static() and rrid.LivePlot().live is True
     monkeypatch.setenv("RRID_LIVEPLOT", "maybe")
     with pytest.raises(ValueError, match="RRID_LIVEPLOT='maybe'"):
-        book.is_static()
+        viz.is_static()
     monkeypatch.delenv("RRID_LIVEPLOT")
-    assert book.is_static(), "under pytest without the variable: static"
+    assert viz.is_static(), "under pytest without the variable: static"
