@@ -17,7 +17,7 @@ export RRID_LIVEPLOT ?= static
 # (benchmarks/contention.py); read once when torch loads, so it is set for every process here
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv prepare prepare-heads prepare-quick book test test-serial unit nbval html chromium clean
+.PHONY: venv mathjax prepare prepare-heads prepare-quick book test test-serial unit nbval html chromium clean
 
 venv: $(VENV)/.installed
 
@@ -41,8 +41,25 @@ prepare-heads: venv
 prepare-quick: venv
 	$(PY) -m rrid.ablation prepare --quick-only
 
-book: venv prepare
-	$(VENV)/bin/jupyter-book build --all . 
+book: venv mathjax prepare
+	$(VENV)/bin/jupyter-book build --all .
+
+# MathJax for the book's equations, served from the build so that pages typeset offline: npm's
+# mathjax package (pinned), unpacked into the git-ignored .mathjax/mathjax, which _config.yml copies
+# to _build/html/_static/mathjax. Installed once per version (the stamp .mathjax/.mathjax-VERSION);
+# a half-done unpack never takes its place.
+MATHJAX ?= 3.2.2
+mathjax: .mathjax/.mathjax-$(MATHJAX)
+
+.mathjax/.mathjax-$(MATHJAX):
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm is missing: it installs MathJax for the book" \
+	  "(Debian/Ubuntu: apt-get install npm; macOS: brew install node)"; exit 2; }
+	rm -rf .mathjax.tmp && mkdir -p .mathjax.tmp
+	npm pack --silent --pack-destination .mathjax.tmp mathjax@$(MATHJAX) >/dev/null
+	tar -xzf .mathjax.tmp/mathjax-$(MATHJAX).tgz -C .mathjax.tmp
+	mv .mathjax.tmp/package/es5 .mathjax.tmp/mathjax && cp .mathjax.tmp/package/LICENSE .mathjax.tmp/mathjax/
+	rm -rf .mathjax.tmp/package .mathjax.tmp/*.tgz && touch .mathjax.tmp/.mathjax-$(MATHJAX)
+	rm -rf .mathjax && mv .mathjax.tmp .mathjax
 
 # The built-page test needs Chromium. As root (a CI container) Debian's package is installed;
 # otherwise nothing is installed: the test skips with a one-line hint (and fails under CI=true).
@@ -56,7 +73,8 @@ chromium:
 	       "(Ubuntu: chromium-browser; macOS: brew install --cask chromium)"; \
 	fi
 
-unit: venv
+# the page checks' own tests (tests/test_page_checks.py) open small pages in Chromium, one with MathJax
+unit: venv chromium mathjax
 	$(PY) -m pytest -q tests -m "not book_html"
 
 nbval: venv prepare
@@ -77,4 +95,4 @@ test:
 test-serial: unit nbval html
 
 clean:
-	rm -rf _build
+	rm -rf _build .mathjax .mathjax.tmp

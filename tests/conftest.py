@@ -3,14 +3,19 @@
 ``market_mini``: the 854-image Market-1501 excerpt that sits beside the project in CI
 (``../shared/data/market1501-mini``, or the folder named by ``RRID_MARKET_MINI``).
 Tests that use it skip with a reason on a fresh clone that lacks it.
+
+``chromium`` / ``browser``: the system Chromium, and Playwright driving it (tests/page_checks.py);
+without it a test skips with a one-line hint, and fails under CI=true.
 """
 
 
 import sys
+import tempfile
 
 import pytest
 
 import rrid.book
+from page_checks import INSTALL_CHROMIUM, find_chromium, playwright_flags, under_ci
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +46,25 @@ def synthetic_small(tmp_path_factory):
     from rrid.data import synthetic
 
     return synthetic.generate(tmp_path_factory.mktemp("synthetic") / "small", **SYNTHETIC_SMALL)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Chromium, or one skip line saying how to install it; under CI=true a missing one fails."""
+    path = find_chromium()
+    if path is None:
+        if under_ci():
+            pytest.fail(f"chromium is missing under CI=true: {INSTALL_CHROMIUM}")
+        pytest.skip(f"chromium is not installed: {INSTALL_CHROMIUM}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """Playwright's Chromium API on the system chromium (``playwright install`` is never needed)."""
+    from playwright.sync_api import sync_playwright  # only the tests that open pages need it
+
+    with tempfile.TemporaryDirectory(prefix="rrid-playwright-") as profile, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=playwright_flags(profile))
+        yield browser
+        browser.close()

@@ -5,14 +5,18 @@ screenshot to ``_build/screenshots/<chapter>.png`` and checks the rendered DOM: 
 figures are there (``img`` inside cell outputs) and no cell shows an error (a traceback, an
 error on stderr, or myst-nb's "execution failed" warning).
 
+The book reads as a book: tables are tables (not Markdown as text), figures are numbered by
+chapter ("Fig. 4.2"), equations are typeset by the MathJax copy in the build with the network off,
+no page loads anything from another host, and no code cell or output scrolls sideways in a
+1280-px window (tests/page_checks.py holds these checks; tests/test_page_checks.py tests them).
+
 No control on a page does nothing when used: no page embeds an ipywidgets view (widgets go
 through ``rrid.viz.interact``), no cell output holds a form control of its own, and every option
 of every ``interact`` control is clicked (Playwright driving the same Chromium) and must change
 the figure shown.
 """
 
-import os
-import shutil
+import json
 import subprocess
 import tempfile
 from html.parser import HTMLParser
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from page_checks import (LINE_LIMIT, chromium_flags, external_resources, global_figure_numbers, long_code_lines,
+                         open_offline, raw_tex, scrolling_blocks, scrolling_code_cells, text_tables)
 from rrid.book import chapters
 from rrid.paths import market_mini
 
@@ -51,45 +57,6 @@ MINI_ONLY_FIGURES = {"book/08_evaluation": 1}
 def expected_figures(chapter: str) -> int:
     missing = MINI_ONLY_FIGURES.get(chapter, 0) if market_mini() is None else 0
     return MIN_FIGURES.get(chapter, 0) - missing
-
-
-def chromium_flags(profile):
-    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--hide-scrollbars", "--virtual-time-budget=4000", f"--user-data-dir={profile}"]
-
-
-INSTALL_CHROMIUM = ("sudo apt-get install chromium (Ubuntu: chromium-browser; macOS: brew install --cask chromium), "
-                    "or `make chromium` as root")
-
-
-def under_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """Chromium, or one skip line saying how to install it; under CI=true a missing one fails."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if under_ci():
-            pytest.fail(f"chromium is missing under CI=true: {INSTALL_CHROMIUM}")
-        pytest.skip(f"chromium is not installed: {INSTALL_CHROMIUM}")
-    return path
-
-
-@pytest.fixture(scope="session")
-def browser(chromium):
-    """Playwright's Chromium API on the system chromium (``playwright install`` is never needed)."""
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory(prefix="rrid-playwright-") as profile, sync_playwright() as pw:
-        # Playwright passes its own --headless and profile, and needs real time: drop ours
-        own = ("--headless", "--user-data-dir", "--virtual-time-budget")
-        flags = [flag for flag in chromium_flags(profile) if not flag.startswith(own)]
-        browser = pw.chromium.launch(executable_path=chromium, args=flags)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="session")
@@ -234,3 +201,43 @@ def test_every_control_on_the_page_changes_what_it_shows(chapter, browser, html_
                     f"{chapter} {name}: clicking {option.inner_text()!r} did not change the figure "
                     f"({before[0]['values']} -> {after[0]['values']})")
     page.close()
+
+
+# Pages outside the numbered chapters: the preface (its figures are Fig. 1, Fig. 2) and the
+# reference pages. Every other page of _toc.yml is a chapter whose figures carry its number.
+UNNUMBERED = {"book/intro", "book/notation", "book/glossary", "book/references"}
+
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_page_has_real_tables_chapter_figure_numbers_and_no_remote_files(chapter, html_dir):
+    html = (html_dir / f"{chapter}.html").read_text(encoding="utf-8")
+    problems = text_tables(html)
+    problems += global_figure_numbers(html, numbered=chapter not in UNNUMBERED)
+    problems += external_resources(html)
+    assert not problems, f"{chapter}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_page_typesets_its_math_offline_and_no_output_scrolls_sideways(chapter, browser, html_dir):
+    page, refused = open_offline(browser, html_dir / f"{chapter}.html")
+    problems = [f"a request to another host: {url}" for url in refused]
+    problems += raw_tex(page) + scrolling_blocks(page)
+    page.close()
+    assert not problems, f"{chapter}:\n" + "\n".join(problems)
+
+
+def code_cells_fit(chapter):
+    """The chapter, expected to fail where its notebook has code lines over the limit (whose
+    reformatting is tests/test_notebooks.py's strict xfail)."""
+    notebook = ROOT / f"{chapter}.ipynb"
+    over = len(long_code_lines(json.loads(notebook.read_text(encoding="utf-8")))) if notebook.is_file() else 0
+    reason = f"{over} code lines over {LINE_LIMIT} columns (chapters are reformatted in the book phase of issue 22)"
+    return pytest.param(chapter, marks=pytest.mark.xfail(reason=reason, strict=False) if over else ())
+
+
+@pytest.mark.parametrize("chapter", [code_cells_fit(chapter) for chapter in chapters()])
+def test_no_code_cell_scrolls_sideways(chapter, browser, html_dir):
+    page, _ = open_offline(browser, html_dir / f"{chapter}.html")
+    problems = scrolling_code_cells(page)
+    page.close()
+    assert not problems, f"{chapter}:\n" + "\n".join(problems)
