@@ -29,17 +29,17 @@ $(VENV)/.installed: pyproject.toml
 
 # One-time preparation outside the notebooks' cells: the quick ablation's backbone, feature cache and
 # the trained heads the chapters draw, and the end-to-end quick Ours-F that chapter 8 loads
-# (rrid.ablation.prepare; seconds when they are already built)
+# (rrid.book.prepare; seconds when they are already built)
 prepare: venv prepare-heads prepare-quick
-	$(PY) -m rrid.ablation prepare
+	$(PY) -m rrid prepare-book
 
 # its two independent halves, which make test runs side by side: the head-only chain (its backbone
 # trains on one thread) and the end-to-end quick model of chapter 8 (two threads)
 prepare-heads: venv
-	$(PY) -m rrid.ablation prepare --quick-models
+	$(PY) -m rrid prepare-book --heads-only
 
 prepare-quick: venv
-	$(PY) -m rrid.ablation prepare --quick-only
+	$(PY) -m rrid prepare-book --quick-only
 
 book: venv mathjax prepare
 	$(VENV)/bin/jupyter-book build --all .

@@ -3,7 +3,7 @@
 Executes every chapter of ``_toc.yml`` in a fresh kernel (nbclient, as myst-nb and nbval do)
 with ``RRID_MODE=quick``, the Makefile's environment and an empty model cache, as on a fresh
 clone. Before the chapters, the one-time preparation step that ``make book`` and ``make nbval``
-run first (``python -m rrid.ablation prepare``: the ablation's backbone, feature cache and trained
+run first (``python -m rrid prepare-book``: the ablation's backbone, feature cache and trained
 heads, and the end-to-end quick models of ``BOOK_QUICK_MODELS``) is run into that empty cache and
 timed on its own line, "preparation"; a chapter that needs another quick model pays for training
 it. Each
@@ -85,9 +85,9 @@ def run(chapter: str, workdir: Path, timeout: int) -> tuple[float, str, float]:
 
 
 def prepare() -> float:
-    """Seconds of ``python -m rrid.ablation prepare`` (a child process, the environment of this one)."""
+    """Seconds of ``python -m rrid prepare-book`` (a child process, the environment of this one)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rrid.ablation", "prepare"], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "rrid", "prepare-book"], check=True, cwd=ROOT)
     return time.perf_counter() - start
 
 
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
             if not args.warm:
                 os.environ["RRID_CACHE"] = cache  # cold: prepare builds everything, as on a fresh clone
             preparation = prepare()
-            print(f"{'preparation':30} {preparation:6.1f} s (python -m rrid.ablation prepare)", flush=True)
+            print(f"{'preparation':30} {preparation:6.1f} s (python -m rrid prepare-book)", flush=True)
             for name in names:
                 seconds, cell, cell_seconds = run(name, (ROOT / name).parent, timeout)
                 rows.append((name, seconds, cell, cell_seconds))
@@ -139,7 +139,7 @@ def main(argv=None) -> None:
     with atomic_write(out / f"{stem}.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["chapter", "seconds", "slowest_cell", "slowest_cell_seconds", "share_of_cell_timeout"])
-        writer.writerow(["preparation", f"{preparation:.1f}", "python -m rrid.ablation prepare", "", ""])
+        writer.writerow(["preparation", f"{preparation:.1f}", "python -m rrid prepare-book", "", ""])
         writer.writerows((n, f"{s:.1f}", c, f"{cs:.1f}", f"{cs / timeout:.3f}") for n, s, c, cs in rows)
     titles = {n: next(line[2:] for line in nbformat.read(ROOT / f"{n}.ipynb", as_version=4).cells[0].source.splitlines()
                       if line.startswith("# ")) for n, *_ in rows}
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     with atomic_write(out / f"{stem}.md") as f:
         f.write(f"| chapter | seconds in quick mode ({cpus}-core CPU, {cache_state} model cache{beside}) "
                 f"| its slowest cell | seconds (share of the {timeout} s cell timeout) |\n|---|---:|---|---:|\n")
-        f.write(f"| preparation, once before the chapters (`python -m rrid.ablation prepare`) | {preparation:.0f} | | |\n")
+        f.write(f"| preparation, once before the chapters (`python -m rrid prepare-book`) | {preparation:.0f} | | |\n")
         f.writelines(f"| {titles[n]} | {s:.0f} | {code(c)} | {cs:.0f} ({cs / timeout:.2f}){' ⚠' if cs > timeout / HEADROOM else ''} |\n"
                      for n, s, c, cs in rows)
         f.write(f"| **whole book** (the chapters) | **{total:.0f}** | | |\n")

@@ -124,7 +124,58 @@ def _parser() -> argparse.ArgumentParser:
                               "runs/authors.pt \\\n      --set data.dataset=openreid --set data.root=data/market1501-openreid")
     p.add_argument("weights", help="the authors' pretrained_weights.pth")
     p.add_argument("--out", required=True, help="rrid checkpoint to write")
+
+    p = sub.add_parser("prepare-book", help="train once what the book's chapters read (make book runs it first)",
+                       formatter_class=raw,
+                       description="Build the head-only protocol's synthetic split, frozen backbone, feature cache "
+                                   "and the trained heads the chapters draw, and the end-to-end quick models they "
+                                   "load, into rrid.paths.cache_dir(); each step is skipped when its file exists.")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="the head-only protocol's cache (default: rrid.paths.cache_dir()/ablation)")
+    p.add_argument("--models", type=_model_spec, nargs="*", default=None, metavar="ROW[:SEED]",
+                   help="head-only models to train (default: rrid.book.BOOK_MODELS; none with an empty list)")
+    p.add_argument("--quick-models", type=_quick_spec, nargs="*", default=None, metavar="ROW",
+                   help="end-to-end quick models to train (default: rrid.book.BOOK_QUICK_MODELS)")
+    half = p.add_mutually_exclusive_group()
+    half.add_argument("--heads-only", action="store_true", help="no end-to-end quick model (make test's first half)")
+    half.add_argument("--quick-only", action="store_true", help="only the end-to-end quick models (the second half)")
     return parser
+
+
+def _model_spec(text: str) -> tuple[int | str, int]:
+    """"5", "13:2" or "rest_only" -> (row, seed) of a head-only model."""
+    from rrid.ablation import row_config
+
+    row, _, seed = text.partition(":")
+    try:
+        spec = (int(row) if row.isdigit() else row, int(seed or 0))
+        row_config(spec[0])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--models {text!r}: expected ROW[:SEED] with ROW in 1..13 or rest_only "
+                                         f"({e})") from None
+    return spec
+
+
+def _quick_spec(text: str) -> int | str:
+    """"13" or "rest_only" -> a row for ``rrid.book.quick_model`` (its config must exist)."""
+    from rrid.book import quick_config_path
+
+    row = int(text) if text.isdigit() else text
+    try:
+        quick_config_path(row)
+    except FileNotFoundError as e:
+        raise argparse.ArgumentTypeError(f"--quick-models {text!r}: {e}") from None
+    return row
+
+
+def _prepare_book(args) -> int:
+    from rrid import book
+
+    models = book.BOOK_MODELS if args.models is None else args.models
+    quick = book.BOOK_QUICK_MODELS if args.quick_models is None else args.quick_models
+    book.prepare(cache_dir=args.cache_dir, models=models, quick_models=() if args.heads_only else quick,
+                 heads=not args.quick_only)
+    return 0
 
 
 def _train(args) -> int:
@@ -233,7 +284,8 @@ def _dispatch(argv: list[str]) -> int:
         from rrid import export
         return export.cli(argv[1:]) or 0
     args = _parser().parse_args(argv)
-    commands = {"train": _train, "eval": _eval, "prepare": _prepare, "import-authors": _import_authors}
+    commands = {"train": _train, "eval": _eval, "prepare": _prepare, "import-authors": _import_authors,
+                "prepare-book": _prepare_book}
     return commands[args.command](args)
 
 

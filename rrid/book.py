@@ -22,13 +22,24 @@ Two modes, one switch (``RRID_MODE``):
 
 from __future__ import annotations
 
+import inspect
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
-from rrid import paths, runtime
+import torch
+import yaml
+
+from rrid import ablation, paths, runtime, viz
 from rrid.checkpoint import load_model
+from rrid.config import load_config
+from rrid.data import synthetic as data_synthetic
 from rrid.errors import WeightsError
+from rrid.files import atomic_path
+from rrid.model import resnet_backbone
+from rrid.train import fit
 
 MODES = ("quick", "full")
 
@@ -48,7 +59,6 @@ rrid.book.banner()"""
 
 def chapters(toc: Path | None = None) -> list[str]:
     """The book's pages in ``_toc.yml`` order, as written there (``"book/intro"``, ...)."""
-    import yaml
 
     def walk(node):
         if isinstance(node, dict):
@@ -68,8 +78,6 @@ def mode() -> str:
         if value not in MODES:
             raise ValueError(f"RRID_MODE={value!r}: expected one of {MODES}")
         return value
-    import torch
-
     return "full" if torch.cuda.is_available() else "quick"
 
 
@@ -79,8 +87,6 @@ def is_quick() -> bool:
 
 def banner() -> None:
     """Print which mode produced the outputs below, and what that means."""
-    import torch
-
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     if mode() == "quick":
         print(f"RRID_MODE=quick on {device}: small data (synthetic or market1501-mini), ResNet-18, "
@@ -96,12 +102,8 @@ def setup(seed: int = 0) -> str:
     Inside a notebook it also selects the inline matplotlib backend, so figures appear even
     when ``MPLBACKEND=Agg`` is exported (as the Makefile does for scripts). Quick mode uses
     min(2, cores) torch threads; they sleep when idle because ``import rrid`` set
-    ``OMP_WAIT_POLICY=PASSIVE`` before this function first imports torch.
+    ``OMP_WAIT_POLICY=PASSIVE`` before torch was first imported.
     """
-    import torch
-
-    from rrid import viz
-
     runtime.seed_everything(seed)
     if mode() == "quick":
         torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -118,9 +120,7 @@ def _inline_figures() -> None:
 
 def show(obj):
     """The source of a function, class or module from ``rrid``, highlighted in the notebook."""
-    import inspect
-
-    from IPython.display import Code
+    from IPython.display import Code   # IPython: there in every notebook, optional for the package
 
     return Code(inspect.getsource(obj), language="python")
 
@@ -140,10 +140,6 @@ _BACKBONE_WORDS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50":
 
 def _feature_extractor(name: str, pretrained: bool):
     """``rrid.model.resnet_backbone(name, pretrained, last_stride=1)``."""
-    # rrid.model loads torch: imported here so that `import rrid.book` (every chapter's first
-    # cell) leaves torch unloaded until setup() (tests/test_notebooks.py checks it)
-    from rrid.model import resnet_backbone
-
     return resnet_backbone(name, pretrained=pretrained, last_stride=1)
 
 
@@ -176,11 +172,9 @@ def synthetic(seed: int = 0) -> Path:
 
     Written to ``<repo>/data/synthetic`` in a checkout, ``~/.cache/rrid/synthetic`` otherwise.
     """
-    from rrid.data import synthetic as synth
-
     name = "synthetic" if seed == 0 else f"synthetic-seed{seed}"
     out = paths.writable_dir(paths.ROOT / "data" / name, Path.home() / ".cache" / "rrid" / name)
-    return Path(synth.ensure(out, seed=seed))
+    return Path(data_synthetic.ensure(out, seed=seed))
 
 
 def quick_config_path(row: int | str = 13) -> Path:
@@ -208,20 +202,13 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
 
     Chapters 7-9 all look at the same small model, so the first caller trains it with
     :func:`rrid.fit` on ``configs/quick/rowNN.yaml`` and keeps its checkpoint under
-    :func:`rrid.paths.cache_dir` (:func:`quick_model_path`; ``python -m rrid.ablation prepare``, which
-    ``make book`` runs first, trains the rows of ``rrid.ablation.BOOK_QUICK_MODELS`` there
-    ahead of the chapters, since one takes minutes on a 2-core CPU); later callers (other chapters, other processes) load it. A lock file
+    :func:`rrid.paths.cache_dir` (:func:`quick_model_path`; :func:`prepare`, which ``make book``
+    runs first, trains the rows of :data:`BOOK_QUICK_MODELS` there ahead of the chapters, since one
+    takes minutes on a 2-core CPU); later callers (other chapters, other processes) load it. A lock file
     keeps two processes from training the same model at once, and the checkpoint appears by
     atomic rename, so a reader never sees half of it. Returns ``(model, config)``, the model
     in eval mode on the CPU.
     """
-    import shutil
-    import time
-
-    import rrid
-    from rrid.config import load_config
-    from rrid.files import atomic_path
-
     overrides = [f"train.epochs={epochs}"] if epochs is not None else []
     config = load_config(quick_config_path(row), overrides)
     done = quick_model_path(row, epochs)
@@ -239,9 +226,60 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
         try:
             if not done.is_file():
                 # the run folder is the cache's own: a build killed half-way is replaced
-                result = rrid.fit(config, out_dir=cache / f"{tag}-run", progress=False, overwrite=True)
+                result = fit(config, out_dir=cache / f"{tag}-run", progress=False, overwrite=True)
                 with atomic_path(done) as tmp:
                     shutil.copyfile(result.last_checkpoint, tmp)
         finally:
             lock.unlink(missing_ok=True)
     return load_model(done), config
+
+
+# --- The preparation step: what the chapters read, built once before they run ---------------
+
+BOOK_MODELS = ((4, 0), (5, 0), ("rest_only", 0), (6, 0), (7, 0), (8, 0), (13, 0))
+"""(row, seed) of the head-only models (``rrid.ablation.trained_model``) the chapters draw."""
+
+BOOK_QUICK_MODELS = (13,)
+"""Rows whose end-to-end quick model (:func:`quick_model`) the chapters load (minutes each on a
+2-core CPU: longer than a chapter's cell should take)."""
+
+
+def prepare(protocol=None, cache_dir=None, models=BOOK_MODELS, quick_models=(), heads: bool = True,
+            out=print) -> dict[str, float]:
+    """Build everything the chapters read, once (``python -m rrid prepare-book``; ``make book`` runs it
+    first): the head-only protocol's synthetic split, backbone and feature cache and the heads of
+    ``models`` ((row, seed) pairs; ``heads=False`` skips all of these), then the end-to-end quick
+    models of ``quick_models`` (the command passes :data:`BOOK_QUICK_MODELS`). ``make test`` runs
+    the two halves side by side in two processes.
+    Each step is skipped when its file exists (atomic and locked, like every build here). Prints a
+    line per step and returns {step: seconds}."""
+    pr = protocol or ablation.QUICK
+    start, seconds = time.perf_counter(), {}
+
+    def step(name: str, path: Path, build, what: str) -> None:
+        found, t0 = path.exists(), time.perf_counter()
+        build()
+        seconds[name] = time.perf_counter() - t0
+        out(f"  {what}: " + (f"found ({path.name})" if found else f"built in {seconds[name]:.0f} s"), flush=True)
+
+    where = ablation.cache_file(pr, "features", cache_dir).parent
+    out(f"rrid prepare-book: head-only protocol {pr.key()}, cache {where}", flush=True)
+    if heads:
+        step("synthetic set", ablation.cache_file(pr, "synthetic", cache_dir),
+             lambda: ablation.synthetic_split(pr, cache_dir),
+             f"synthetic set ({pr.backbone_ids} + {pr.train_ids} + {pr.test_ids} identities)")
+        step("backbone", ablation.cache_file(pr, "backbone", cache_dir),
+             lambda: ablation.train_backbone(pr, cache_dir, progress=True),
+             f"backbone ({pr.backbone}, {pr.backbone_epochs} epochs, {pr.backbone_threads} thread(s))")
+        step("feature cache", ablation.cache_file(pr, "features", cache_dir),
+             lambda: ablation.build_features(pr, cache_dir, progress=True),
+             f"feature cache ({pr.views} training views, test images plain and mirrored)")
+        for row, seed in models:
+            step(f"heads {row} seed {seed}", ablation.heads_file(row, seed, pr, cache_dir),
+                 lambda: ablation.trained_run(row, seed, pr, cache_dir), f"heads of row {row}, seed {seed}")
+    for row in quick_models:
+        step(f"quick model {row}", quick_model_path(row), lambda: quick_model(row),
+             f"end-to-end quick model of row {row} ({quick_config_path(row).name})")
+    seconds["total"] = time.perf_counter() - start
+    out(f"rrid prepare-book: done in {seconds['total']:.0f} s", flush=True)
+    return seconds

@@ -1,5 +1,6 @@
 """The head-only ablation protocol (rrid.ablation) on a tiny protocol, and its benchmark script."""
 
+import argparse
 import csv
 import importlib.util
 import inspect
@@ -10,7 +11,9 @@ import pytest
 import torch
 from scipy import stats as st
 
+import rrid.book
 from rrid import ablation
+from rrid.__main__ import _model_spec, _quick_spec, main
 from rrid.model import TABLE2
 from rrid.stats import AGREES, CANNOT_TELL
 from rrid.viz import LivePlot
@@ -316,12 +319,12 @@ def test_rank_uses_the_cache_and_matches_evaluate_heads(trained):
 def test_prepare_builds_once_reproducibly_and_says_what_it_did(tiny, tmp_path, capsys):
     cache, feats = tiny
     fresh = tmp_path / "ablation"
-    seconds = ablation.prepare(TINY, fresh, models=[(4, 0)])
+    seconds = rrid.book.prepare(TINY, fresh, models=[(4, 0)])
     first = capsys.readouterr().out
     assert first.count("built in") == 4 and "found" not in first and set(seconds) == {
         "synthetic set", "backbone", "feature cache", "heads 4 seed 0", "total"}
     files = {f.name: f.stat().st_mtime_ns for f in fresh.iterdir()}
-    ablation.prepare(TINY, fresh, models=[(4, 0)])
+    rrid.book.prepare(TINY, fresh, models=[(4, 0)])
     second = capsys.readouterr().out
     assert second.count("found") == 4 and "built" not in second
     assert {f.name: f.stat().st_mtime_ns for f in fresh.iterdir()} == files
@@ -333,16 +336,14 @@ def test_prepare_builds_once_reproducibly_and_says_what_it_did(tiny, tmp_path, c
 
 
 def test_features_prints_a_note_before_building(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ablation, "build_features", lambda *a, **k: "built")
+    monkeypatch.setattr(ablation.protocol, "build_features", lambda *a, **k: "built")
     assert ablation.features(TINY, tmp_path) == "built"
     out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "python -m rrid.ablation prepare" in out and "GPU" in out
-    ablation._MEMO.clear()
+    assert out.count("\n") == 1 and "python -m rrid prepare-book" in out and "GPU" in out
+    ablation.protocol._MEMO.clear()
 
 
 def test_prepare_trains_the_quick_models_into_the_book_cache(tmp_path, capsys, monkeypatch):
-    import rrid.book
-
     monkeypatch.setenv("RRID_CACHE", str(tmp_path / "book-cache"))
     trained = []
 
@@ -356,34 +357,31 @@ def test_prepare_trains_the_quick_models_into_the_book_cache(tmp_path, capsys, m
     monkeypatch.setattr(ablation, "synthetic_split", lambda *a: None)   # the head-only steps are tested above
     monkeypatch.setattr(ablation, "train_backbone", lambda *a, **k: None)
     monkeypatch.setattr(ablation, "build_features", lambda *a, **k: None)
-    seconds = ablation.prepare(TINY, tmp_path / "ablation", models=[], quick_models=[13])
+    seconds = rrid.book.prepare(TINY, tmp_path / "ablation", models=[], quick_models=[13])
     assert trained == [13] and "quick model 13" in seconds
     assert rrid.book.quick_model_path(13) == tmp_path / "book-cache" / "row13.pt"
-    assert "end-to-end quick model of row 13 (rrid.book.quick_model, row13.yaml): built" in capsys.readouterr().out
-    ablation.prepare(TINY, tmp_path / "ablation", models=[], quick_models=[13])
-    assert "end-to-end quick model of row 13 (rrid.book.quick_model, row13.yaml): found (row13.pt)" in capsys.readouterr().out
-    assert inspect.signature(ablation.prepare).parameters["quick_models"].default == (), "the function trains no quick model unless asked (tests stay fast)"
+    assert "end-to-end quick model of row 13 (row13.yaml): built" in capsys.readouterr().out
+    rrid.book.prepare(TINY, tmp_path / "ablation", models=[], quick_models=[13])
+    assert "end-to-end quick model of row 13 (row13.yaml): found (row13.pt)" in capsys.readouterr().out
+    assert inspect.signature(rrid.book.prepare).parameters["quick_models"].default == (), \
+        "the function trains no quick model unless asked (tests stay fast)"
     # --quick-only (make test's second process): the quick models alone, no head-only step at all
     monkeypatch.setattr(ablation, "synthetic_split", lambda *a: pytest.fail("--quick-only built the synthetic split"))
-    monkeypatch.setattr(ablation, "_trained", lambda *a: pytest.fail("--quick-only trained heads"))
+    monkeypatch.setattr(ablation, "trained_run", lambda *a: pytest.fail("--quick-only trained heads"))
     rrid.book.quick_model_path(13).unlink()
     trained.clear()
-    ablation.main(["prepare", "--cache-dir", str(tmp_path / "ablation"), "--quick-only", "--models", "4"])
+    assert main(["prepare-book", "--cache-dir", str(tmp_path / "ablation"), "--quick-only", "--models", "4"]) == 0
     out = capsys.readouterr().out
     assert trained == [13] and "built" in out and "synthetic" not in out and "heads" not in out
-    assert ablation._quick_spec("13") == 13 and ablation._quick_spec("rest_only") == "rest_only"
-    import argparse
-
+    assert _quick_spec("13") == 13 and _quick_spec("rest_only") == "rest_only"
     with pytest.raises(argparse.ArgumentTypeError, match="--quick-models '99'"):
-        ablation._quick_spec("99")
+        _quick_spec("99")
 
 
 def test_prepare_cli_parses_models():
-    assert ablation._model_spec("13:2") == (13, 2) and ablation._model_spec("rest_only") == ("rest_only", 0)
-    import argparse
-
+    assert _model_spec("13:2") == (13, 2) and _model_spec("rest_only") == ("rest_only", 0)
     with pytest.raises(argparse.ArgumentTypeError, match="--models '14'"):
-        ablation._model_spec("14")
+        _model_spec("14")
 
 
 @pytest.mark.parametrize("threads", [1, 2])
