@@ -38,7 +38,7 @@ _PUBLIC = {
     "LivePlot": "rrid.viz",
 }
 _SUBMODULES = {"data", "metrics", "viz", "model", "losses", "evaluation", "export", "config", "train", "callbacks", "book",
-               "explain", "profile", "retrieval", "paper", "stats", "ablation"}
+               "explain", "cost", "retrieval", "paper", "stats", "ablation"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 

@@ -88,8 +88,22 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("synth", help="generate the synthetic data set (Market-1501 layout)", add_help=False,
                    description="Forwarded to rrid.data.synthetic; run `python -m rrid synth --help`.")
-    sub.add_parser("export", help="export a trained model to ONNX", add_help=False,
-                   description="Forwarded to rrid.export; run `python -m rrid export --help`.")
+    p = sub.add_parser("export", help="export a trained model to ONNX", formatter_class=raw,
+                       description="Export a trained RRID to ONNX (needs the onnx package): the eval-mode embedding "
+                                   "of a (N, 3, H, W) batch, without flip averaging or L2 normalisation.",
+                       epilog="example:\n  python -m rrid export --config configs/quick/ours_f.yaml "
+                              "--checkpoint runs/quick/best.pt --out model.onnx\n\n"
+                              "The checkpoint must be one `rrid train` wrote with this config (its tensors are "
+                              "checked against the checksums stored with them); the weights come from it, so no "
+                              "ImageNet download is needed.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by rrid.fit (last.pt / best.pt)")
+    p.add_argument("--config", required=True, help="the experiment YAML the model was trained with")
+    p.add_argument("--out", default="model.onnx", help="where to write the .onnx file (default: model.onnx)")
+    p.add_argument("--height", type=int, default=None, help="input height (default: the config's data.height)")
+    p.add_argument("--width", type=int, default=None, help="input width (default: the config's data.width)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.add_argument("--set", dest="overrides", **overrides)
 
     p = sub.add_parser("prepare", help="check and unpack a data set archive you downloaded", formatter_class=raw,
                        description="Verify the checksum of a Market-1501 archive (a local file or a URL), "
@@ -231,6 +245,20 @@ def _eval(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from rrid.checkpoint import load_model
+    from rrid.config import load_config
+    from rrid.export import export_onnx, require_onnx
+
+    cfg = load_config(args.config, args.overrides)
+    require_onnx()                                         # before the checkpoint is read
+    model = load_model(args.checkpoint, cfg)               # the weights come from the checkpoint
+    height, width = args.height or cfg.data.height, args.width or cfg.data.width
+    out = export_onnx(model, args.out, input_size=(height, width), opset=args.opset, check=not args.no_check)
+    print(f"wrote {out} (input 3 x {height} x {width})")
+    return 0
+
+
 def _prepare(args) -> int:
     from rrid.data import DatasetError
     from rrid.data.download import DEFAULT_ROOTS, PREPARE
@@ -280,11 +308,8 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "synth":
         from rrid.data import synthetic
         return synthetic.cli(argv[1:]) or 0
-    if argv and argv[0] == "export":
-        from rrid import export
-        return export.cli(argv[1:]) or 0
     args = _parser().parse_args(argv)
-    commands = {"train": _train, "eval": _eval, "prepare": _prepare, "import-authors": _import_authors,
+    commands = {"train": _train, "eval": _eval, "export": _export, "prepare": _prepare, "import-authors": _import_authors,
                 "prepare-book": _prepare_book}
     return commands[args.command](args)
 

@@ -15,8 +15,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from rrid import runtime
+from rrid.data import ImageDataset, build_transforms
 from rrid.metrics import METRICS, ranking_metrics
 
 __all__ = ["Features", "extract_features", "pairwise_distance", "rerank", "evaluate"]
@@ -51,8 +53,6 @@ def extract_features(model, loader, flip: bool = True, normalize: bool = True, a
     The model runs in eval mode under ``torch.inference_mode()`` and gets its previous
     train / eval mode back afterwards. The progress bar honours ``TQDM_DISABLE``.
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -175,7 +175,6 @@ def evaluate(model, data, height=None, width=None, flip: bool = True, rerank: bo
     if hasattr(data, "query") and isinstance(data.query, torch.utils.data.DataLoader):
         q_loader, g_loader = data.query, data.gallery
     else:
-        from rrid.data import ImageDataset, build_transforms
         if height is None or width is None:
             raise ValueError("evaluate: height and width are needed to build test loaders from a data set")
         tf = build_transforms(height, width, train=False)

@@ -33,6 +33,7 @@ import torchvision
 from torch import Tensor, nn
 
 from rrid.paper import TABLE2, Table2Row
+from rrid.weights import load_imagenet
 
 BACKBONES = {"resnet50": 2048, "resnet34": 512, "resnet18": 512}  # name -> C
 GLOBAL_POOLS = ("gcp", "gmp", "gap", "gap+gmp", None)
@@ -149,8 +150,6 @@ def resnet_backbone(name: str = "resnet50", pretrained: bool = False, last_strid
         raise ValueError(f"backbone {name!r}: expected one of {list(BACKBONES)}")
     resnet = torchvision.models.get_model(name, weights=None)
     if pretrained:  # verified against its SHA-256, then read with weights_only=True (rrid.weights)
-        from rrid.weights import load_imagenet
-
         load_imagenet(resnet, name)
     block = resnet.layer4[0]
     strided = block.conv2 if isinstance(block, torchvision.models.resnet.Bottleneck) else block.conv1

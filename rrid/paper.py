@@ -445,7 +445,7 @@ def show_table(table: int | Sequence[Mapping], columns: Sequence | None = None, 
     ``caption`` is printed under the table in italics; for Table 1 the note on the missing
     Duke columns is added to it. ``bold_best`` as in :func:`format_table`.
     """
-    from IPython.display import Markdown
+    from IPython.display import Markdown   # IPython: there in every notebook, optional for the package
 
     text = format_table(table, columns, bold_best=bold_best)
     notes = [caption] if caption else []

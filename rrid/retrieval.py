@@ -18,7 +18,9 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from rrid.data import ImageDataset, build_transforms
 from rrid.evaluation import Features, extract_features, pairwise_distance
 
 __all__ = ["Ranking", "rank", "block_columns", "top_k", "rank1_correct", "pick_queries"]
@@ -54,10 +56,6 @@ def rank(model, data, height: int, width: int, blocks=None, flip: bool = True, b
     ``benchmarks/ablation_quick.py`` scores single blocks). Default: the whole representation,
     L2-normalised, as the paper ranks.
     """
-    import torch.nn.functional as F
-
-    from rrid.data import ImageDataset, build_transforms
-
     cols = block_columns(model, blocks) if blocks is not None else None
     tf = build_transforms(height, width, train=False)
     feats = [extract_features(model, torch.utils.data.DataLoader(ImageDataset(recs, tf), batch_size=batch_size),

@@ -15,6 +15,8 @@ import tempfile
 import pytest
 
 import rrid.book
+import rrid.paths
+import rrid.runtime
 from page_checks import INSTALL_CHROMIUM, find_chromium, playwright_flags, under_ci
 
 
@@ -68,3 +70,11 @@ def browser(chromium):
         browser = pw.chromium.launch(executable_path=chromium, args=playwright_flags(profile))
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    CI's 2 cores are busy with other jobs, and one thread avoids oversubscribing them."""
+    with rrid.runtime.threads(1):
+        yield

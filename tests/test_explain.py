@@ -10,15 +10,9 @@ from rrid.model import RRID, GlobalContrastivePooling, RelationModule, RRIDConfi
 
 from test_model import float64, randomise_bn, reduce_by_hand  # noqa: F401 (float64 is a fixture)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_STRIPES = 6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,17 +28,10 @@ from rrid.model import (
 )
 from numerics import RESNET18_RRID, float32_tolerance, max_abs_diff
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 H, W = 96, 32  # quick-mode input: a 6 x 2 map with resnet18 and last stride 1
 LABELS = torch.tensor([0, 0, 1, 1])  # 2 identities x 2 images
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI machine has 2 busy cores: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -11,15 +11,9 @@ from rrid.model import RRID, RelationModule, RestOnlyRelation, RRIDConfig, Scale
 
 from test_model import float64, images, randomise_bn, reduce_by_hand  # noqa: F401 (float64 is a fixture)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.usefixtures("float64")  # the equation in float64: the default tolerance sees only a wrong formula

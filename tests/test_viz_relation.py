@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from rrid import explain, viz  # noqa: E402
 from rrid.evaluation import Features  # noqa: E402
 from rrid.model import RRID, RRIDConfig  # noqa: E402
-from rrid.profile import relation_cost  # noqa: E402
+from rrid.cost import relation_cost  # noqa: E402
 from rrid.retrieval import Ranking  # noqa: E402
 
 from test_retrieval import top_k_by_hand  # noqa: E402

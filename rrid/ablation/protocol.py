@@ -89,9 +89,7 @@ class Protocol:
     def key(self) -> str:
         """A digest of everything that sets a run's numbers: the protocol and the package's
         ``RRIDConfig`` defaults (a new default, e.g. another head initialisation, changes it)."""
-        from dataclasses import asdict as _asdict
-
-        return _digest({"protocol": self.as_dict(), "model": _asdict(RRIDConfig(backbone=self.backbone))})
+        return _digest({"protocol": self.as_dict(), "model": asdict(RRIDConfig(backbone=self.backbone))})
 
     def as_dict(self) -> dict:
         d = asdict(self)

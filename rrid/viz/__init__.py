@@ -1,6 +1,6 @@
 """Figures for the book. Every figure function returns a matplotlib Figure (``forest`` draws on
 the axes it is given) and never calls ``plt.show()``; figures only draw: the numbers behind
-them come from :mod:`rrid.explain`, :mod:`rrid.profile`, :mod:`rrid.retrieval`,
+them come from :mod:`rrid.explain`, :mod:`rrid.cost`, :mod:`rrid.retrieval`,
 :mod:`rrid.stats` and :mod:`rrid.paper`.
 
 * :mod:`rrid.viz.style`: ``use_style`` (the one style of every figure), ``MATCH`` / ``NON_MATCH``.

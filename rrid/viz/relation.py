@@ -1,5 +1,5 @@
 """Figures of the relation module and GCP (chapters 4, 5 and 8); the numbers come from
-:mod:`rrid.explain` and :mod:`rrid.profile`.
+:mod:`rrid.explain` and :mod:`rrid.cost`.
 
 * :func:`relation_activation_maps`: per-part maps of R_p for the rest-only model and Eq. (1),
   with each model's top-k retrievals (the paper's Fig. 6; the maps are defined in
@@ -7,7 +7,7 @@
 * Widget figures, each drawn from a few tensors and the one or two values a widget sets:
   :func:`rest_composition` (stripe i and its rest r_i), :func:`relation_on_off` (q_i with and
   without R_p), :func:`relation_cost` (n against parameters, MACs and feature size, from
-  :func:`rrid.profile.relation_cost`), :func:`gcp_panel` (one channel's p_i, p_max, p_avg,
+  :func:`rrid.cost.relation_cost`), :func:`gcp_panel` (one channel's p_i, p_max, p_avg,
   p_cont, any n).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rrid import explain
-from rrid.profile import relation_cost as cost
+from rrid.cost import relation_cost as cost
 from rrid.retrieval import top_k
 from rrid.viz.style import MATCH, NON_MATCH, as_rgb, gallery_cell, use_style
 
@@ -178,7 +178,7 @@ def relation_on_off(features, relation: bool = True, index: int = 0, channels: i
 def relation_cost(n: int = 6, C: int = 2048, c: int = 256, ns=range(2, 13),
                   designs=("one_vs_rest", "all_pairs")):
     """Parameters, MACs per image and feature size of the local features of one scale P_n
-    against the number of stripes ``ns``, for each of ``designs`` (:func:`rrid.profile.relation_cost`:
+    against the number of stripes ``ns``, for each of ``designs`` (:func:`rrid.cost.relation_cost`:
     "one_vs_rest" = Eq. 1, "rest_only", "none", "all_pairs" = the book's own design), with the
     widget's ``n`` marked and its numbers in the titles."""
     use_style()

@@ -1,4 +1,4 @@
-"""rrid.profile: the cost formulas against count_parameters and torch's FlopCounterMode on real modules."""
+"""rrid.cost: the cost formulas against count_parameters and torch's FlopCounterMode on real modules."""
 
 import math
 
@@ -6,18 +6,12 @@ import pytest
 import torch
 
 from rrid.model import TABLE2, PartReduction, RelationModule, RestOnlyRelation, RRID, RRIDConfig, ScaleHead, count_parameters
-from rrid.profile import AllPairsRelation, Cost, head_cost, measure, reduction_cost, relation_cost
+from rrid.cost import AllPairsRelation, Cost, head_cost, measure, reduction_cost, relation_cost
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MODULES = {"one_vs_rest": RelationModule, "rest_only": RestOnlyRelation, "none": PartReduction,
            "all_pairs": AllPairsRelation}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("design", list(MODULES))

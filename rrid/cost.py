@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from rrid.model import BACKBONES, Reduction, RRIDConfig, count_parameters
 
@@ -120,8 +121,6 @@ def measure(module: nn.Module, *inputs: Tensor) -> Cost:
     eval-mode forward by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix
     products), and the numbers in its output per image (the first tensor of a tuple output;
     for a ``ScaleHead``, its q_1..q_n and q_0)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = module.training
     module.eval()
     try:
