@@ -1,4 +1,19 @@
-"""Command line: ``python -m rrid train | eval | synth | export | prepare | import-authors`` (also installed as ``rrid``)."""
+"""The command line: ``python -m rrid COMMAND`` (also installed as ``rrid``).
+
+    train           train a model from a YAML config (resumable; several GPUs with torchrun)
+    eval            evaluate a checkpoint on the config's query and gallery split
+    export          export a trained model to ONNX
+    synth           generate the synthetic data set (Market-1501 layout)
+    prepare         check and unpack a data set archive you downloaded (or a URL)
+    import-authors  convert the authors' released model into an rrid checkpoint
+    prepare-book    train once what the book's chapters read (``make book`` runs it first)
+
+Each command is one function here (``train``, ``evaluate``, ...) with its options in
+``_add_<command>``. Exit status: 0 done; 2 an error a user can cause (a bad option, config, data
+folder, checkpoint, archive or output path, a run folder in use, a full disk), printed as one line
+``error: ...``; 1 a loss that became NaN; 130 Ctrl-C, with one line saying where to resume from.
+Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +24,38 @@ import os
 import sys
 from pathlib import Path
 
+from rrid import book, runtime
+from rrid.ablation import row_config
+from rrid.authors import import_authors
+from rrid.checkpoint import load_model
+from rrid.config import check_device, load_config
+from rrid.data import Market1501, summary, synthetic
+from rrid.data.download import prepare_market1501
+from rrid.data.openreid import prepare_openreid
+from rrid.errors import UserError
+from rrid.evaluation import evaluate
+from rrid.export import export_onnx, require_onnx
+from rrid.files import atomic_write
+from rrid.metrics import summarize
+from rrid.paths import resolve
+from rrid.train import NonFiniteLossError, build_dataset, build_run_loaders, fit
+
+RAW = argparse.RawDescriptionHelpFormatter
+SET = dict(action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+           help="override one config value, e.g. --set train.epochs=10 --set model.table2_row=8 "
+                "(repeatable; values are YAML: 10, 1e-3, true, [2, 4, 6])")
+
+
+# ----------------------------------------------------------------------------- train
+
 TRAIN_EXAMPLES = """\
 examples:
   python -m rrid train --config configs/quick/ours_f.yaml --out runs/quick
   python -m rrid train --config configs/market1501/row13_ours_f.yaml --out runs/market_f \\
       --set train.epochs=10 --set data.workers=8
   python -m rrid train --config configs/market1501/row13_ours_f.yaml --out runs/market_f --resume
-  python -m rrid train --config configs/quick/ours_f.yaml --out runs/quick --overwrite --set model.table2_row=8
+  python -m rrid train --config configs/market1501/row13_ours_f.yaml --out /content/runs/ours_f \\
+      --mirror /content/drive/MyDrive/rrid/ours_f --resume
   torchrun --nproc_per_node=2 -m rrid train --config configs/market1501/row13_ours_f.yaml --out runs/ddp
 
 The run folder receives config.yaml (the resolved config), metrics.jsonl (one JSON line per
@@ -24,42 +64,19 @@ train.checkpoint_every_steps steps) and best.pt (highest mAP, a copy of last.pt)
 store a SHA-256 of every tensor, verified whenever they are read.
 
 A folder that already holds a run is refused unless --resume (the config must equal the saved
-one; only train.epochs, train.device, train.num_threads, train.channels_last, the log, eval and
-checkpoint frequencies, train.tensorboard, data.root, data.workers, data.cache and
-data.test_batch_size may differ) or --overwrite (deletes that run's files first).
+one; only where and how fast the run goes, how often it logs, evaluates, checkpoints and
+mirrors, how it evaluates and where the data lie may differ) or --overwrite (deletes that run's
+files first). A folder in use by another run is refused.
 
 exit status: 0 done, 1 the loss became NaN or infinite, 2 an error explained in one line
-(a bad config or option, a run folder in use, a missing or corrupted file, a full disk).
-"""
-
-EVAL_EXAMPLES = """\
-examples:
-  python -m rrid eval --config configs/quick/ours_f.yaml --checkpoint runs/quick/best.pt
-  python -m rrid eval --config configs/market1501/row13_ours_f.yaml --checkpoint runs/market_f/best.pt \\
-      --set eval.rerank=true --json results.json
-
-Prints mAP, rank-1/5/10 and mINP in percent on the config's query and gallery split.
-The checkpoint's tensors are verified against their stored SHA-256; it must fit the config's
-model (exit status 2 with a one-line error otherwise).
+(a bad config or option, a run folder in use, a missing or corrupted file, a full disk),
+130 interrupted (Ctrl-C; the line says how to resume).
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="python -m rrid", formatter_class=raw,
-        description="Relation Network for Person Re-identification (Park & Ham, AAAI 2020): "
-                    "train, evaluate, generate the synthetic data set, export to ONNX.",
-        epilog="Run `python -m rrid COMMAND --help` for the options of each command.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    overrides = dict(action="append", default=[], metavar="KEY=VALUE",
-                     help="override one config value, e.g. --set train.epochs=10 --set model.table2_row=8 "
-                          "(repeatable; values are YAML: 10, 1e-3, true, [2, 4, 6])")
-
-    p = sub.add_parser("train", help="train a model from a YAML config", formatter_class=raw,
-                       description="Train RRID with the recipe in a YAML config (configs/...).",
-                       epilog=TRAIN_EXAMPLES)
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config", formatter_class=RAW,
+                       description="Train RRID with the recipe in a YAML config (configs/...).", epilog=TRAIN_EXAMPLES)
     p.add_argument("--config", required=True, help="YAML experiment config, e.g. configs/quick/ours_f.yaml")
     p.add_argument("--out", help="run folder (default: train.out_dir of the config, else a new temp folder)")
     again = p.add_mutually_exclusive_group()
@@ -70,135 +87,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="start a new run in OUT even if it holds one (its config.yaml, metrics.jsonl, "
                             "last.pt, best.pt and tensorboard/ are deleted)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: train.device of the config)")
-    p.add_argument("--mirror", help="a second copy of the run, updated in place every train.mirror_every epochs "
+    p.add_argument("--mirror", help="a second copy of the run, rewritten in place every train.mirror_every epochs "
                                     "(e.g. /content/drive/MyDrive/rrid/run on Colab); --resume continues from it "
                                     "when the local run folder is empty or older")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (TQDM_DISABLE=1 does the same)")
-    p.add_argument("--set", dest="overrides", **overrides)
-
-    p = sub.add_parser("eval", help="evaluate a checkpoint on the config's test split", formatter_class=raw,
-                       description="Evaluate a trained checkpoint (last.pt / best.pt of a run) on the "
-                                   "query/gallery split of the config's data set (Market-1501 protocol).",
-                       epilog=EVAL_EXAMPLES)
-    p.add_argument("--config", required=True, help="YAML experiment config naming the data set and model")
-    p.add_argument("--checkpoint", required=True, help="checkpoint written by `rrid train`")
-    p.add_argument("--device", help="cpu, cuda, ... (default: train.device of the config)")
-    p.add_argument("--json", help="also write the metrics to this JSON file")
-    p.add_argument("--set", dest="overrides", **overrides)
-
-    sub.add_parser("synth", help="generate the synthetic data set (Market-1501 layout)", add_help=False,
-                   description="Forwarded to rrid.data.synthetic; run `python -m rrid synth --help`.")
-    p = sub.add_parser("export", help="export a trained model to ONNX", formatter_class=raw,
-                       description="Export a trained RRID to ONNX (needs the onnx package): the eval-mode embedding "
-                                   "of a (N, 3, H, W) batch, without flip averaging or L2 normalisation.",
-                       epilog="example:\n  python -m rrid export --config configs/quick/ours_f.yaml "
-                              "--checkpoint runs/quick/best.pt --out model.onnx\n\n"
-                              "The checkpoint must be one `rrid train` wrote with this config (its tensors are "
-                              "checked against the checksums stored with them); the weights come from it, so no "
-                              "ImageNet download is needed.")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by rrid.fit (last.pt / best.pt)")
-    p.add_argument("--config", required=True, help="the experiment YAML the model was trained with")
-    p.add_argument("--out", default="model.onnx", help="where to write the .onnx file (default: model.onnx)")
-    p.add_argument("--height", type=int, default=None, help="input height (default: the config's data.height)")
-    p.add_argument("--width", type=int, default=None, help="input width (default: the config's data.width)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
-    p.add_argument("--set", dest="overrides", **overrides)
-
-    p = sub.add_parser("prepare", help="check and unpack a data set archive you downloaded", formatter_class=raw,
-                       description="Verify the checksum of a Market-1501 archive (a local file or a URL), "
-                                   "unpack it safely (no member may escape the target folder) and check the "
-                                   "folder tree, so that `Market1501(root)` and the configs find it. A URL is "
-                                   "fetched with timeouts and retries; an interrupted download resumes.",
-                       epilog="example:\n  python -m rrid prepare market1501 --source "
-                              "~/Downloads/Market-1501-v15.09.15.zip --root data/market1501")
-    p.add_argument("dataset", choices=["market1501", "openreid"],
-                   help="which data set (openreid: the RRID authors' Market-1501 download, open-reid layout)")
-    p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip (or of the open-reid zip)")
-    p.add_argument("--root", default=None,
-                   help="target folder (default: data/market1501, for openreid data/market1501-openreid); a "
-                        "relative path is read like a config's data.root: relative to the project folder (the one "
-                        "holding configs/) when there is one")
-    p.add_argument("--md5", default=None,
-                   help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a; "
-                        "none for openreid)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds a URL may stay silent (connecting, or mid-download) before a retry (default: 30)")
-    p.add_argument("--retries", type=int, default=5,
-                   help="further attempts after a network failure, with growing waits (default: 5)")
-
-    p = sub.add_parser("import-authors", help="convert the authors' released model into an rrid checkpoint",
-                       formatter_class=raw,
-                       description="Read the authors' pretrained_weights.pth (a pickled DataParallel(RelationModel) "
-                                   "of PyTorch 0.4.1, or a state dict in their names) without running any code from "
-                                   "it, map its 723 tensors onto rrid.RRID (Ours-F) and write a checkpoint that "
-                                   "`python -m rrid eval --checkpoint` and rrid.checkpoint.load_model read.",
-                       epilog="example:\n  python -m rrid import-authors pretrained_weights.pth --out runs/authors.pt\n"
-                              "  python -m rrid eval --config configs/market1501/row13_ours_f.yaml --checkpoint "
-                              "runs/authors.pt \\\n      --set data.dataset=openreid --set data.root=data/market1501-openreid")
-    p.add_argument("weights", help="the authors' pretrained_weights.pth")
-    p.add_argument("--out", required=True, help="rrid checkpoint to write")
-
-    p = sub.add_parser("prepare-book", help="train once what the book's chapters read (make book runs it first)",
-                       formatter_class=raw,
-                       description="Build the head-only protocol's synthetic split, frozen backbone, feature cache "
-                                   "and the trained heads the chapters draw, and the end-to-end quick models they "
-                                   "load, into rrid.paths.cache_dir(); each step is skipped when its file exists.")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="the head-only protocol's cache (default: rrid.paths.cache_dir()/ablation)")
-    p.add_argument("--models", type=_model_spec, nargs="*", default=None, metavar="ROW[:SEED]",
-                   help="head-only models to train (default: rrid.book.BOOK_MODELS; none with an empty list)")
-    p.add_argument("--quick-models", type=_quick_spec, nargs="*", default=None, metavar="ROW",
-                   help="end-to-end quick models to train (default: rrid.book.BOOK_QUICK_MODELS)")
-    half = p.add_mutually_exclusive_group()
-    half.add_argument("--heads-only", action="store_true", help="no end-to-end quick model (make test's first half)")
-    half.add_argument("--quick-only", action="store_true", help="only the end-to-end quick models (the second half)")
-    return parser
+    p.add_argument("--set", **SET)
 
 
-def _model_spec(text: str) -> tuple[int | str, int]:
-    """"5", "13:2" or "rest_only" -> (row, seed) of a head-only model."""
-    from rrid.ablation import row_config
-
-    row, _, seed = text.partition(":")
-    try:
-        spec = (int(row) if row.isdigit() else row, int(seed or 0))
-        row_config(spec[0])
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--models {text!r}: expected ROW[:SEED] with ROW in 1..13 or rest_only "
-                                         f"({e})") from None
-    return spec
-
-
-def _quick_spec(text: str) -> int | str:
-    """"13" or "rest_only" -> a row for ``rrid.book.quick_model`` (its config must exist)."""
-    from rrid.book import quick_config_path
-
-    row = int(text) if text.isdigit() else text
-    try:
-        quick_config_path(row)
-    except FileNotFoundError as e:
-        raise argparse.ArgumentTypeError(f"--quick-models {text!r}: {e}") from None
-    return row
-
-
-def _prepare_book(args) -> int:
-    from rrid import book
-
-    models = book.BOOK_MODELS if args.models is None else args.models
-    quick = book.BOOK_QUICK_MODELS if args.quick_models is None else args.quick_models
-    book.prepare(cache_dir=args.cache_dir, models=models, quick_models=() if args.heads_only else quick,
-                 heads=not args.quick_only)
-    return 0
-
-
-def _train(args) -> int:
-    from rrid.config import load_config
-    from rrid.train import NonFiniteLossError, fit
-
+def train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.mirror:
-        cfg.train.mirror = str(Path(args.mirror).expanduser().absolute())
+        cfg.train.mirror = str(resolve(args.mirror, base=Path.cwd()))
     try:
         result = fit(cfg, out_dir=args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
                      progress=not args.no_progress)
@@ -219,15 +118,33 @@ def _format_metrics(m: dict) -> str:
     return f"mAP={100 * m['mAP']:.1f}  {ranks}{minp}"
 
 
-def _eval(args) -> int:
-    from rrid import runtime
-    from rrid.checkpoint import load_model
-    from rrid.config import check_device, load_config
-    from rrid.evaluation import evaluate
-    from rrid.files import atomic_write
-    from rrid.metrics import summarize
-    from rrid.train import build_dataset, build_run_loaders
+# ----------------------------------------------------------------------------- eval
 
+EVAL_EXAMPLES = """\
+examples:
+  python -m rrid eval --config configs/quick/ours_f.yaml --checkpoint runs/quick/best.pt
+  python -m rrid eval --config configs/market1501/row13_ours_f.yaml --checkpoint runs/market_f/best.pt \\
+      --set eval.rerank=true --json results.json
+
+Prints mAP, rank-1/5/10 and mINP in percent on the config's query and gallery split, with the
+config's train.amp and train.device. The checkpoint's tensors are verified against their stored
+SHA-256; it must fit the config's model (exit status 2 with a one-line error otherwise).
+"""
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint on the config's test split", formatter_class=RAW,
+                       description="Evaluate a trained checkpoint (last.pt / best.pt of a run) on the "
+                                   "query/gallery split of the config's data set (Market-1501 protocol).",
+                       epilog=EVAL_EXAMPLES)
+    p.add_argument("--config", required=True, help="YAML experiment config naming the data set and model")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by `rrid train`")
+    p.add_argument("--device", help="cpu, cuda, ... (default: train.device of the config)")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--set", **SET)
+
+
+def evaluate_command(args) -> int:
     cfg = load_config(args.config, args.overrides)
     device = runtime.pick_device(check_device(args.device, "--device") if args.device else cfg.train.device)
     model = load_model(args.checkpoint, cfg, device)           # the weights come from the checkpoint
@@ -245,11 +162,28 @@ def _eval(args) -> int:
     return 0
 
 
-def _export(args) -> int:
-    from rrid.checkpoint import load_model
-    from rrid.config import load_config
-    from rrid.export import export_onnx, require_onnx
+# ----------------------------------------------------------------------------- export
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a trained model to ONNX", formatter_class=RAW,
+                       description="Export a trained RRID to ONNX (needs the onnx package): the eval-mode embedding "
+                                   "of a (N, 3, H, W) batch, without flip averaging or L2 normalisation.",
+                       epilog="example:\n  python -m rrid export --config configs/quick/ours_f.yaml "
+                              "--checkpoint runs/quick/best.pt --out model.onnx\n\n"
+                              "The checkpoint must be one `rrid train` wrote with this config (its tensors are "
+                              "checked against the checksums stored with them); the weights come from it, so no "
+                              "ImageNet download is needed.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by rrid.fit (last.pt / best.pt)")
+    p.add_argument("--config", required=True, help="the experiment YAML the model was trained with")
+    p.add_argument("--out", default="model.onnx", help="where to write the .onnx file (default: model.onnx)")
+    p.add_argument("--height", type=int, default=None, help="input height (default: the config's data.height)")
+    p.add_argument("--width", type=int, default=None, help="input width (default: the config's data.width)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.add_argument("--set", **SET)
+
+
+def export(args) -> int:
     cfg = load_config(args.config, args.overrides)
     require_onnx()                                         # before the checkpoint is read
     model = load_model(args.checkpoint, cfg)               # the weights come from the checkpoint
@@ -259,44 +193,96 @@ def _export(args) -> int:
     return 0
 
 
-def _prepare(args) -> int:
-    from rrid.data import DatasetError
-    from rrid.data.download import DEFAULT_ROOTS, PREPARE
-    from rrid.paths import resolve
+# ----------------------------------------------------------------------------- synth
 
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="generate the synthetic data set (Market-1501 layout)",
+                       description="Write the synthetic pedestrian set (rrid.data.synthetic): identities are "
+                                   "combinations of part attributes, in the Market-1501 layout.")
+    p.add_argument("out", help="output folder; a relative path is read like a config's data.root: relative to the "
+                               "project folder (the one holding configs/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-ids", type=int, default=150)
+    p.add_argument("--test-ids", type=int, default=150)
+    p.add_argument("--images-per-id", type=int, default=10)
+    p.add_argument("--cameras", type=int, default=6)
+    p.add_argument("--height", type=int, default=128)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--force", action="store_true", help="regenerate even if OUT holds the same set")
+
+
+def synth(args) -> int:
+    kw = dict(num_train_ids=args.train_ids, num_test_ids=args.test_ids, images_per_id=args.images_per_id,
+              num_cameras=args.cameras, size=(args.height, args.width))
+    make = synthetic.generate if args.force else synthetic.ensure
+    path = make(resolve(args.out), seed=args.seed, **kw)
+    print(f"synthetic data set (seed {args.seed}) at {path}")
+    print(summary(Market1501(path)))
+    return 0
+
+
+# ----------------------------------------------------------------------------- prepare
+
+# one entry per data set: how it is prepared and the folder the configs read it from
+DATASETS = {"market1501": (prepare_market1501, "data/market1501"),
+            "openreid": (prepare_openreid, "data/market1501-openreid")}
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="check and unpack a data set archive you downloaded", formatter_class=RAW,
+                       description="Verify the checksum of a Market-1501 archive (a local file or a URL), "
+                                   "unpack it safely (no member may escape the target folder) and check the "
+                                   "folder tree, so that `Market1501(root)` and the configs find it. A URL is "
+                                   "fetched with timeouts and retries; an interrupted download resumes.",
+                       epilog="example:\n  python -m rrid prepare market1501 --source "
+                              "~/Downloads/Market-1501-v15.09.15.zip --root data/market1501")
+    p.add_argument("dataset", choices=list(DATASETS),
+                   help="which data set (openreid: the RRID authors' Market-1501 download, open-reid layout)")
+    p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip (or of the open-reid zip)")
+    p.add_argument("--root", default=None,
+                   help="target folder (default: data/market1501, for openreid data/market1501-openreid); a "
+                        "relative path is read like a config's data.root: relative to the project folder (the one "
+                        "holding configs/) when there is one")
+    p.add_argument("--md5", default=None,
+                   help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a; "
+                        "none for openreid)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds a URL may stay silent (connecting, or mid-download) before a retry (default: 30)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="further attempts after a network failure, with growing waits (default: 5)")
+
+
+def prepare(args) -> int:
     if not args.timeout > 0 or args.retries < 0:
-        print(f"error: prepare needs --timeout > 0 and --retries >= 0, got {args.timeout} and {args.retries}",
-              file=sys.stderr)
-        return 2
-    root = resolve(args.root or DEFAULT_ROOTS[args.dataset])
+        raise UserError(f"prepare needs --timeout > 0 and --retries >= 0, got {args.timeout} and {args.retries}")
+    prepare_data, default_root = DATASETS[args.dataset]
+    root = resolve(args.root or default_root)
     print(f"preparing {args.dataset} in {root}")
     checksum = {"md5": args.md5} if args.md5 else {}  # else the data set's published one
-    try:
-        PREPARE[args.dataset](args.source, root, **checksum, timeout=(min(args.timeout, 10.0), args.timeout),
-                              retries=args.retries)
-    except DatasetError as e:  # bad archive, checksum, layout or URL: one line, exit 2
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    prepare_data(args.source, root, **checksum, timeout=(min(args.timeout, 10.0), args.timeout), retries=args.retries)
     print(f"{args.dataset} is ready in {root}")
     if args.dataset != "market1501":
         print(f"use it with --set data.dataset={args.dataset} --set data.root={root}")
     return 0
 
 
-# OSErrors that are the machine's state, not a bug: one line naming the file
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EACCES, errno.EPERM, errno.EROFS}
+# ----------------------------------------------------------------------------- import-authors
+
+def _add_import_authors(sub) -> None:
+    p = sub.add_parser("import-authors", help="convert the authors' released model into an rrid checkpoint",
+                       formatter_class=RAW,
+                       description="Read the authors' pretrained_weights.pth (a pickled DataParallel(RelationModel) "
+                                   "of PyTorch 0.4.1, or a state dict in their names) without running any code from "
+                                   "it, map its 723 tensors onto rrid.RRID (Ours-F) and write a checkpoint that "
+                                   "`python -m rrid eval --checkpoint` and rrid.checkpoint.load_model read.",
+                       epilog="example:\n  python -m rrid import-authors pretrained_weights.pth --out runs/authors.pt\n"
+                              "  python -m rrid eval --config configs/market1501/row13_ours_f.yaml --checkpoint "
+                              "runs/authors.pt \\\n      --set data.dataset=openreid --set data.root=data/market1501-openreid")
+    p.add_argument("weights", help="the authors' pretrained_weights.pth")
+    p.add_argument("--out", required=True, help="rrid checkpoint to write")
 
 
-def _explained_errors() -> tuple[type[BaseException], ...]:
-    from rrid.errors import UserError
-
-    return (UserError,)
-
-
-def _import_authors(args) -> int:
-    from rrid.authors import import_authors
-    from rrid.checkpoint import load_model
-
+def import_authors_command(args) -> int:
     out = import_authors(args.weights, args.out)
     model = load_model(out)
     print(f"{args.weights} -> {out}: Ours-F, {model.num_classes} classes, "
@@ -304,26 +290,89 @@ def _import_authors(args) -> int:
     return 0
 
 
-def _dispatch(argv: list[str]) -> int:
-    if argv and argv[0] == "synth":
-        from rrid.data import synthetic
-        return synthetic.cli(argv[1:]) or 0
-    args = _parser().parse_args(argv)
-    commands = {"train": _train, "eval": _eval, "export": _export, "prepare": _prepare, "import-authors": _import_authors,
-                "prepare-book": _prepare_book}
-    return commands[args.command](args)
+# ----------------------------------------------------------------------------- prepare-book
+
+def _add_prepare_book(sub) -> None:
+    p = sub.add_parser("prepare-book", help="train once what the book's chapters read (make book runs it first)",
+                       description="Build the head-only protocol's synthetic split, frozen backbone, feature cache "
+                                   "and the trained heads the chapters draw, and the end-to-end quick models they "
+                                   "load, into rrid.paths.cache_dir(); each step is skipped when its file exists.")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="the head-only protocol's cache (default: rrid.paths.cache_dir()/ablation)")
+    p.add_argument("--models", type=_model_spec, nargs="*", default=None, metavar="ROW[:SEED]",
+                   help="head-only models to train (default: rrid.book.BOOK_MODELS; none with an empty list)")
+    p.add_argument("--quick-models", type=_quick_spec, nargs="*", default=None, metavar="ROW",
+                   help="end-to-end quick models to train (default: rrid.book.BOOK_QUICK_MODELS)")
+    half = p.add_mutually_exclusive_group()
+    half.add_argument("--heads-only", action="store_true", help="no end-to-end quick model (make test's first half)")
+    half.add_argument("--quick-only", action="store_true", help="only the end-to-end quick models (the second half)")
+
+
+def _model_spec(text: str) -> tuple[int | str, int]:
+    """"5", "13:2" or "rest_only" -> (row, seed) of a head-only model."""
+    row, _, seed = text.partition(":")
+    try:
+        spec = (int(row) if row.isdigit() else row, int(seed or 0))
+        row_config(spec[0])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--models {text!r}: expected ROW[:SEED] with ROW in 1..13 or rest_only "
+                                         f"({e})") from None
+    return spec
+
+
+def _quick_spec(text: str) -> int | str:
+    """"13" or "rest_only" -> a row for ``rrid.book.quick_model`` (its config must exist)."""
+    row = int(text) if text.isdigit() else text
+    try:
+        book.quick_config_path(row)
+    except FileNotFoundError as e:
+        raise argparse.ArgumentTypeError(f"--quick-models {text!r}: {e}") from None
+    return row
+
+
+def prepare_book(args) -> int:
+    models = book.BOOK_MODELS if args.models is None else args.models
+    quick = book.BOOK_QUICK_MODELS if args.quick_models is None else args.quick_models
+    book.prepare(cache_dir=args.cache_dir, models=models, quick_models=() if args.heads_only else quick,
+                 heads=not args.quick_only)
+    return 0
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+COMMANDS = {"train": (_add_train, train), "eval": (_add_eval, evaluate_command), "export": (_add_export, export),
+            "synth": (_add_synth, synth), "prepare": (_add_prepare, prepare),
+            "import-authors": (_add_import_authors, import_authors_command),
+            "prepare-book": (_add_prepare_book, prepare_book)}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="python -m rrid", formatter_class=RAW,
+        description="Relation Network for Person Re-identification (Park & Ham, AAAI 2020): "
+                    "train, evaluate, export, and prepare data.",
+        epilog="Run `python -m rrid COMMAND --help` for the options of each command.")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return top
+
+
+# OSErrors that are the machine's state, not a bug: one line naming the file
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. Errors it can explain (bad input, a run folder in use, a missing or
-    corrupted file, a full disk) print one line ``error: ...`` and return 2; anything else is
-    a bug and shows its traceback."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run one command; errors a user can cause are one line and status 2 (see the module's doc)."""
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return _dispatch(argv)
-    except _explained_errors() as e:
+        return COMMANDS[args.command][1](args)
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"{e or 'interrupted'}", file=sys.stderr)
+        return 130
     except OSError as e:
         if e.errno not in _ENVIRONMENT_ERRNOS:
             raise

@@ -64,7 +64,10 @@ import numpy as np
 import torch
 
 from rrid.checkpoint import model_payload, save_checkpoint
+from rrid.config import ExperimentConfig
 from rrid.errors import CheckpointError
+from rrid.files import atomic_write
+from rrid.model import RRID, RRIDConfig
 
 __all__ = [
     "WEIGHTS_DRIVE_ID", "MARKET1501_DRIVE_ID", "ALLOWED_GLOBALS", "AuthorsCheckpointError", "UnsafeCheckpointError",
@@ -564,8 +567,6 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> "torch.nn.M
     the authors trained on all of Market-1501's training identities, 651 with their default
     hold-out of 100. Refuses files with unexpected globals or unexpected tensors.
     """
-    from rrid.model import RRID, RRIDConfig
-
     theirs = authors_state_dict(path)
     num_classes, reduced_dim = _infer_sizes(theirs, str(path))
     model = RRID(RRIDConfig.preset("ours-f", reduced_dim=reduced_dim), num_classes)
@@ -576,8 +577,6 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> "torch.nn.M
 def import_authors(weights: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write the authors' model as an rrid checkpoint (``rrid.checkpoint.model_payload``, written
     atomically by ``rrid.checkpoint.save_checkpoint``). Returns ``out``."""
-    from rrid.config import ExperimentConfig
-
     model = load_checkpoint(weights)
     cfg = ExperimentConfig(model=model.config, name="authors_ours_f")
     payload = model_payload(model, cfg)
@@ -644,8 +643,6 @@ def make_standin(num_classes: int = 751, reduced_dim: int = 256, seed: int = 0) 
 def save_standin(model: "torch.nn.Module", path: str | os.PathLike, legacy: bool = False) -> Path:
     """``torch.save`` the whole stand-in object, as the authors saved theirs: the zip format, or
     with ``legacy=True`` the pre-1.6 format that PyTorch 0.4.1 wrote."""
-    from rrid.files import atomic_write
-
     with standin_modules(), atomic_write(path, "wb") as f:
         torch.save(model, f, _use_new_zipfile_serialization=not legacy)
     return Path(path)

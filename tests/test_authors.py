@@ -21,7 +21,6 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

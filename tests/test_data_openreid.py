@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from rrid.__main__ import main
 from rrid.data import DatasetError, Market1501, OpenReID

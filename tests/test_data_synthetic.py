@@ -14,6 +14,7 @@ import pytest
 
 from _faults import killed
 from conftest import SYNTHETIC_SMALL
+from rrid.__main__ import main
 from rrid.data import DatasetError, Market1501, synthetic
 
 
@@ -88,7 +89,7 @@ def test_render_uses_camera_effects():
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert synthetic.cli([str(out), "--seed", "2", "--train-ids", "3", "--test-ids", "3", "--images-per-id", "4"]) == 0
+    assert main(["synth", str(out), "--seed", "2", "--train-ids", "3", "--test-ids", "3", "--images-per-id", "4"]) == 0
     assert "train" in capsys.readouterr().out
     assert len(Market1501(out).train) == 12
 
@@ -166,7 +167,7 @@ def test_only_a_synthetic_set_is_replaced(tmp_path, capsys):
     with pytest.raises(DatasetError, match=r"my-data exists and does not hold a synthetic data set \(no synthetic.json\); refusing"):
         synthetic.ensure(mine, seed=0, **TINY)
     assert (mine / "query" / "precious.jpg").read_bytes() == b"x"
-    assert synthetic.cli([str(mine), "--train-ids", "4", "--test-ids", "4", "--images-per-id", "4"]) == 2
+    assert main(["synth", str(mine), "--train-ids", "4", "--test-ids", "4", "--images-per-id", "4"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and str(mine) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my-data"]

@@ -607,14 +607,3 @@ def prepare_market1501(source, root, md5: str | None = MARKET1501_MD5, **kw) -> 
     """
     kw.setdefault("max_download_bytes", 4 << 30)
     return prepare(source, root, Market1501.locate, "Market-1501-v15.09.15.zip", what="Market-1501", md5=md5, **kw)
-
-
-def _prepare_openreid(source, root, **kw) -> Path:
-    from .openreid import prepare_openreid  # openreid.py imports this module
-
-    return prepare_openreid(source, root, **kw)
-
-
-# `python -m rrid prepare NAME`: one entry per data set, and the folder it goes to by default
-PREPARE = {"market1501": prepare_market1501, "openreid": _prepare_openreid}
-DEFAULT_ROOTS = {"market1501": "data/market1501", "openreid": "data/market1501-openreid"}

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from .datasets import DatasetError, ImageRecord, ReIDDataset, _complain, _listing
+from .download import prepare
 
 OPENREID_FILES = ("images/", "meta.json", "splits.json", "test.json")
 _NAME = re.compile(r"^\d{8}_\d{2}_\d{4}\.(?:jpe?g|png)$", re.IGNORECASE)
@@ -131,7 +132,5 @@ def prepare_openreid(source, root, md5: str | None = None, **kw) -> Path:
     unpacked beside ``root``, its tree checked there, then renamed to ``root``. Nothing
     happens if ``root`` already holds the data set.
     """
-    from .download import prepare
-
     return prepare(source, root, OpenReID.locate, "market1501-openreid.zip", what="the open-reid Market-1501",
                    md5=md5, **kw)

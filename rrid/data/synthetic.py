@@ -25,12 +25,10 @@ so one seed gives byte-identical files. ``python -m rrid synth OUT`` is the comm
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import os
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +37,6 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from ..files import move_into_place, real_target, remove_stale_temps, temp_dir
-from ..paths import resolve
 from .datasets import IMAGE_SUFFIXES, SPLIT_FOLDERS, DatasetError, require_path
 
 RENDERER_VERSION = 1
@@ -469,32 +466,3 @@ def _params(seed, num_train_ids=150, num_test_ids=150, images_per_id=10, num_cam
     return dict(version=RENDERER_VERSION, seed=seed, num_train_ids=num_train_ids, num_test_ids=num_test_ids,
                 images_per_id=images_per_id, num_cameras=num_cameras, size=list(size), num_junk=num_junk,
                 num_distractors=num_distractors, quality=quality)
-
-
-def cli(argv=None) -> int:
-    """``python -m rrid synth OUT [--seed S] [--train-ids N] ...``: write the synthetic set."""
-    ap = argparse.ArgumentParser(prog="python -m rrid synth", description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="output folder (Market-1501 layout); a relative path is read like a config's data.root: "
-                                "relative to the project folder (the one holding configs/) when there is one")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train-ids", type=int, default=150)
-    ap.add_argument("--test-ids", type=int, default=150)
-    ap.add_argument("--images-per-id", type=int, default=10)
-    ap.add_argument("--cameras", type=int, default=6)
-    ap.add_argument("--height", type=int, default=128)
-    ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--force", action="store_true", help="regenerate even if OUT holds the same set")
-    args = ap.parse_args(argv)
-    kw = dict(num_train_ids=args.train_ids, num_test_ids=args.test_ids, images_per_id=args.images_per_id,
-              num_cameras=args.cameras, size=(args.height, args.width))
-    make = generate if args.force else ensure
-    from .datasets import Market1501, summary
-
-    try:
-        path = make(resolve(args.out), seed=args.seed, **kw)
-        print(f"synthetic data set (seed {args.seed}) at {path}")
-        print(summary(Market1501(path)))
-    except ValueError as e:  # DatasetError, or parameters plan() refuses: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
