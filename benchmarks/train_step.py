@@ -2,8 +2,9 @@
 
     python benchmarks/train_step.py [--steps 3] [--threads 2] [--batch 8]
 
-Times optimiser steps (forward, loss, backward, SGD update) on random images, after two
-warm-up steps, alternating the models step by step and using the median step, for:
+Times optimiser steps of ``rrid.train.train_step`` (forward, loss, backward, SGD update: the
+step ``rrid.fit`` takes) on random images, after two warm-up steps, alternating the models step
+by step and using the median step, for:
 
   quick      the quick config's model (resnet18, Ours-F heads, 96 x 32, P x K = 8 x 4)
   full       Ours-F at 384 x 128 on ResNet-50 with L = L_triplet + 2 L_CE (45 classifiers)
@@ -24,8 +25,11 @@ import time
 import torch
 from torch import nn
 
-from rrid.losses import RRIDLoss
+from rrid import runtime
+from rrid.config import OptimConfig
+from rrid.losses import RRIDLoss, SoftmaxLoss
 from rrid.model import RRID, RRIDConfig, resnet_backbone
+from rrid.train import TrainerState, build_optimizer, train_step
 
 
 class BareResNet(nn.Module):
@@ -41,9 +45,10 @@ class BareResNet(nn.Module):
 
 
 class Stepper:
-    """One SGD step (forward, loss, backward, update) of ``model`` on a fixed random P x 4 batch."""
+    """One step of ``rrid.train.train_step`` (forward under autocast, loss, backward, SGD update) of
+    ``model`` on a fixed random P x 4 batch: the very step ``rrid.fit`` and the ablation take."""
 
-    def __init__(self, model, loss_fn, batch: int, height: int, width: int, device, amp_dtype=None,
+    def __init__(self, model, criterion, batch: int, height: int, width: int, device, amp_dtype=None,
                  num_ids: int | None = None):
         num_ids = num_ids or batch // 4
         self.images = torch.randn(batch, 3, height, width, device=device)
@@ -51,22 +56,18 @@ class Stepper:
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
             self.images = self.images.contiguous(memory_format=torch.channels_last)
-        self.model, self.loss_fn, self.device, self.amp_dtype, self.batch = model.train(), loss_fn, device, amp_dtype, batch
-        self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        optimizer = build_optimizer(model.parameters(), OptimConfig(head_lr=1e-3))
+        self.state = TrainerState(None, model.train(), optimizer, criterion=criterion, device=device,
+                                  amp_dtype=amp_dtype,
+                                  scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16))
+        self.device, self.batch = device, batch
         self.seconds: list[float] = []
 
     def __call__(self, record: bool = True) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            out = self.model(self.images)
-        loss = self.loss_fn(out, self.labels)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        train_step(self.state, self.images, self.labels)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         if record:
@@ -89,19 +90,6 @@ def side_by_side(steppers: list[Stepper], steps: int, warmup: int = 2) -> list[f
     return [s.images_per_second() for s in steppers]
 
 
-def rrid_loss():
-    crit = RRIDLoss(margin=1.2, ce_weight=2.0)
-
-    def loss(out, labels):
-        out = type(out)([e.float() for e in out.embeddings], [lg.float() for lg in out.logits])
-        return crit(out, labels)[0]
-    return loss
-
-
-def ce_loss(out, labels):
-    return nn.functional.cross_entropy(out.float(), labels)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model (after two warm-up steps)")
@@ -117,20 +105,22 @@ def main(argv=None):
     print(f"device: {name}; torch {torch.__version__}; {args.steps} timed steps each")
 
     quick = RRID(RRIDConfig(backbone="resnet18"), 150).to(device)
-    [q] = side_by_side([Stepper(quick, rrid_loss(), 32, 96, 32, device, num_ids=8)], args.steps)
+    [q] = side_by_side([Stepper(quick, RRIDLoss(margin=1.2, ce_weight=2.0), 32, 96, 32, device, num_ids=8)],
+                       args.steps)
     print(f"quick  resnet18 Ours-F   96 x 32, batch 32 : {q:8.1f} img/s")
 
     full = RRID(RRIDConfig.preset("ours-f"), args.classes).to(device)
     bare = BareResNet(args.classes).to(device)
-    f, b = side_by_side([Stepper(full, rrid_loss(), batch, 384, 128, device),
-                         Stepper(bare, ce_loss, batch, 384, 128, device)], args.steps)
+    f, b = side_by_side([Stepper(full, RRIDLoss(margin=1.2, ce_weight=2.0), batch, 384, 128, device),
+                         Stepper(bare, SoftmaxLoss(), batch, 384, 128, device)], args.steps)
     print(f"full   resnet50 Ours-F  384 x 128, batch {batch:2d} : {f:8.1f} img/s")
     print(f"bare   resnet50 GAP+CE  384 x 128, batch {batch:2d} : {b:8.1f} img/s")
     print(f"full / bare throughput: {f / b:.3f}  (heads and losses cost {100 * (b / f - 1):.1f} % more time per step; goal <= 10 %)")
 
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        [a] = side_by_side([Stepper(full, rrid_loss(), batch, 384, 128, device, amp_dtype=dtype)], args.steps)
+        dtype = runtime.amp_dtype("auto", device)          # bf16 from compute capability 8.0, else fp16
+        [a] = side_by_side([Stepper(full, RRIDLoss(margin=1.2, ce_weight=2.0), batch, 384, 128, device,
+                                    amp_dtype=dtype)], args.steps)
         print(f"full   resnet50 Ours-F  384 x 128, batch {batch:2d}, AMP {str(dtype)[6:]}: {a:8.1f} img/s")
         print(f"AMP / fp32 throughput: {a / f:.2f}")
 

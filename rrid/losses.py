@@ -132,4 +132,17 @@ class RRIDLoss(nn.Module):
         return total, parts
 
 
-__all__ = ["pairwise_euclidean", "check_pk_batch", "batch_hard_triplet_loss", "TripletLoss", "RRIDLoss"]
+class SoftmaxLoss(nn.Module):
+    """Plain identity classification, ``F.cross_entropy(logits, labels)``, with the parts
+    ``rrid.train.train_step`` reports (no triplet term): how the head-only ablation pre-trains its
+    backbone, and the bare ResNet-50 baseline of ``benchmarks/train_step.py``."""
+
+    def forward(self, logits: Tensor, labels: Tensor, check: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        loss = F.cross_entropy(_at_least_float32(logits), labels)
+        with torch.no_grad():
+            acc = (logits.argmax(1) == labels).float().mean()
+        return loss, {"total": loss.detach(), "triplet": torch.zeros((), device=loss.device), "ce": loss.detach(),
+                      "acc": acc}
+
+
+__all__ = ["pairwise_euclidean", "check_pk_batch", "batch_hard_triplet_loss", "TripletLoss", "RRIDLoss", "SoftmaxLoss"]

@@ -20,7 +20,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
@@ -31,6 +30,7 @@ from rrid.data import ImageDataset, Market1501, build_transforms, synthetic
 from rrid.data.datasets import relabel
 from rrid.data.loaders import load_image
 from rrid.files import atomic_path
+from rrid.losses import SoftmaxLoss
 from rrid.model import BACKBONES, RRIDConfig, resnet_backbone
 from rrid.train import TrainerState, build_optimizer, train_one_epoch
 
@@ -177,16 +177,6 @@ class _IdentityClassifier(nn.Module):
         return self.fc(self.net(x).mean(dim=(2, 3)))
 
 
-class _SoftmaxLoss(nn.Module):
-    """Cross-entropy of identity logits, with the parts ``rrid.train.train_step`` reports."""
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, check: bool = False):
-        loss = F.cross_entropy(logits, labels)
-        acc = (logits.argmax(1) == labels).float().mean()
-        zero = torch.zeros((), device=loss.device)
-        return loss, {"total": loss.detach(), "triplet": zero, "ce": loss.detach(), "acc": acc}
-
-
 def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = False) -> nn.Sequential:
     """The frozen backbone of ``protocol`` (trained once, then read from ``cache_dir``).
 
@@ -213,7 +203,7 @@ def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
             optimizer = build_optimizer(model.parameters(), OptimConfig(head_lr=pr.backbone_lr))
             cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, pr.backbone_epochs * len(loader))
             state = TrainerState(None, model.train(), optimizer, steps_per_epoch=len(loader), step_scheduler=cosine,
-                                 criterion=_SoftmaxLoss(), device=device)
+                                 criterion=SoftmaxLoss(), device=device)
             for epoch in range(pr.backbone_epochs):
                 torch.manual_seed(pr.backbone_seed * 1000 + epoch)   # augmentation of this epoch
                 state.epoch, state.batch, t0 = epoch, 0, time.perf_counter()
