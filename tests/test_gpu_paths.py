@@ -151,3 +151,24 @@ def test_a_training_step_never_waits_for_the_device(monkeypatch):
     logged, state.batch = [], 2                  # two of the epoch's six batches done
     train_one_epoch(state, [(images, labels)] * 4, log_every=10, on_sync=lambda s, logs: logged.append(s.step))
     assert logged == [6], "4 more steps end the epoch of 6: one trip to the host, at its end"
+
+
+def test_evaluation_follows_train_amp_in_fit_and_in_the_eval_command(tmp_path, monkeypatch):
+    import rrid.__main__
+    import rrid.train
+
+    seen, original = [], rrid.train.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["amp"])
+        return original(*args, **kwargs)
+    for module in (rrid.train, rrid.__main__):
+        monkeypatch.setattr(module, "evaluate", spy)
+    cfg = load_config(QUICK, tiny_overrides(tmp_path, **{"train.epochs": 1, "train.amp": "bf16"}))
+    fit(cfg, out_dir=tmp_path / "run", progress=False)
+    assert rrid.__main__.main(["eval", "--config", str(tmp_path / "run" / "config.yaml"),
+                               "--checkpoint", str(tmp_path / "run" / "last.pt")]) == 0
+    off = str(tmp_path / "off.yaml")
+    (tmp_path / "off.yaml").write_text((tmp_path / "run" / "config.yaml").read_text().replace("amp: bf16", "amp: 'off'"))
+    assert rrid.__main__.main(["eval", "--config", off, "--checkpoint", str(tmp_path / "run" / "last.pt")]) == 0
+    assert seen == [torch.bfloat16, torch.bfloat16, False]
