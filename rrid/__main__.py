@@ -214,6 +214,7 @@ def _add_synth(sub) -> None:
 def synth(args) -> int:
     kw = dict(num_train_ids=args.train_ids, num_test_ids=args.test_ids, images_per_id=args.images_per_id,
               num_cameras=args.cameras, size=(args.height, args.width))
+    synthetic.check_parameters({"seed": args.seed, **kw}, names=synthetic.CLI_NAMES)   # errors name the option
     make = synthetic.generate if args.force else synthetic.ensure
     path = make(resolve(args.out), seed=args.seed, **kw)
     print(f"synthetic data set (seed {args.seed}) at {path}")

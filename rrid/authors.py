@@ -16,9 +16,18 @@ source files, and in their README PyTorch 0.4.1 and two GPUs. Here nothing from 
    their ``__dict__``, tensors are rebuilt from storages read here (dtype from the storage
    type, CPU whatever the device they were saved from). Any other global (``os.system``,
    ``builtins.eval``, ...) stops the load with ``UnsafeCheckpointError`` naming it, before
-   anything is called.
+   anything is called. Every size the file declares is bounded before anything of that size is
+   allocated (the file is untrusted): the pickles (``MAX_PICKLE_BYTES``, read by the pure-Python
+   unpickler, which never allocates a declared length before reading it), the zip directory
+   (``MAX_ZIP_DIRECTORY_BYTES``), each storage (its declared count against what the file or zip
+   record really holds) and each tensor (within its storage: offset + sum((size_i - 1) stride_i)
+   + 1 <= the storage's count; no negative size, stride or offset), and all of them together:
+   the storages and the tensors built on them (counted at what a copy of each would take; they
+   are views) may take at most ``max_bytes`` (``MAX_BYTES``, 1 GiB; the released model counts
+   about 400 MB). A zip record is decompressed in chunks, only up to the size of its storage.
 2. ``module_tensors(obj)`` walks ``_modules`` and collects ``_parameters`` and ``_buffers`` in
-   the authors' names; a plain state dict (``torch.load(weights_only=True)``) is taken as is.
+   the authors' names; a plain state dict (``torch.save(model.state_dict())``, read by the same
+   reader) is taken as is.
 3. ``to_rrid_key`` maps each name onto ``rrid.RRID``'s (723 tensors on each side, a bijection;
    ``module.`` is the DataParallel prefix):
 
@@ -40,7 +49,8 @@ source files, and in their README PyTorch 0.4.1 and two GPUs. Here nothing from 
 4. ``load_checkpoint(path)`` builds Ours-F (``RRIDConfig.preset("ours-f")``) with the number of
    classes K read from the classifiers' weight shape (their Market-1501 run trains on 651
    identities unless ``--combine_trainval`` was given, 751 with it) and the width c from the
-   reductions, loads the tensors and returns the model in eval mode.
+   reductions, loads the tensors and returns the model in eval mode. The model those sizes
+   describe is first built without memory (on the ``meta`` device) and must fit ``MAX_BYTES``.
    ``import_authors(path, out)`` (``python -m rrid import-authors WEIGHTS --out CKPT``) writes
    it as an ordinary rrid checkpoint for ``rrid.checkpoint.load_model`` and ``python -m rrid eval``.
 """
@@ -50,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import math
 import os
 import pickle
 import re
@@ -65,13 +76,14 @@ import torch
 
 from rrid.checkpoint import model_payload, save_checkpoint
 from rrid.config import ExperimentConfig
-from rrid.errors import CheckpointError
-from rrid.files import atomic_write
+from rrid.errors import CheckpointError, listing, one_line, short_repr
+from rrid.files import atomic_write, file_problem
 from rrid.model import RRID, RRIDConfig
 
 __all__ = [
     "WEIGHTS_DRIVE_ID", "MARKET1501_DRIVE_ID", "ALLOWED_GLOBALS", "AuthorsCheckpointError", "UnsafeCheckpointError",
-    "SafeUnpickler", "read_pickled_model", "module_tensors", "authors_state_dict", "to_rrid_key", "to_authors_key",
+    "SafeUnpickler", "read_pickled_model", "MAX_BYTES", "MAX_PICKLE_BYTES", "module_tensors", "authors_state_dict",
+    "to_rrid_key", "to_authors_key",
     "convert_state_dict", "load_checkpoint", "import_authors", "standin_modules", "make_standin", "save_standin",
 ]
 
@@ -83,6 +95,14 @@ MARKET1501_DRIVE_ID = "1XE_FJyAyvhtknjIzTgj4bLPGXDF9EQRz"
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C      # torch/serialization.py, the legacy format's first pickle
 PROTOCOL_VERSION = 1001
 SCALES = (6, 4, 2)
+
+# Bounds on what an untrusted file may make this reader allocate (the released model: a 200 MB
+# file, 165 KB of pickle, 729 zip records, 200 MB of storages and as much again of tensors)
+MAX_BYTES = 1 << 30                 # storages + tensors of one file, and the file itself
+MAX_PICKLE_BYTES = 4 << 20          # the pickled object (its objects may take ~70x its bytes)
+MAX_ZIP_DIRECTORY_BYTES = 4 << 20   # the zip's central directory (zipfile keeps ~400 B per entry)
+MAX_DEPTH = 64                      # nesting of the pickled object (the model nests 8 deep)
+MAX_DIMS = 16                       # dimensions of one tensor
 
 
 class AuthorsCheckpointError(CheckpointError):
@@ -141,25 +161,36 @@ class TensorRef:
     def __init__(self, storage, offset: int, size: tuple, stride: tuple):
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
-    def materialize(self) -> torch.Tensor:
-        s, offset = self.storage, self.offset
+    def materialize(self, budget: "_Budget", where: str) -> torch.Tensor:
+        """The tensor, once its storage is read: a view of the storage (as ``torch.load`` gives;
+        nothing is copied). Its extent (offset + sum((size_i - 1) stride_i) + 1, 0 when a size is
+        0) must lie in the storage (or storage view), and its bytes (numel x element size, what a
+        copy of it would take) count against ``budget``."""
+        s, offset, bound = self.storage, self.offset, self.storage.numel
         if isinstance(s, StorageView):
-            s, offset = s.root, offset + s.offset
-        extent = offset + sum((n - 1) * st for n, st in zip(self.size, self.stride)) + 1
-        if any(n == 0 for n in self.size):
-            extent = 0
-        if offset < 0 or any(st < 0 for st in self.stride) or extent > s.numel:
-            raise AuthorsCheckpointError(f"a tensor of size {self.size} reaches past the end of storage {s.key}")
-        return torch.as_strided(s.data, self.size, self.stride, offset).clone()
+            s, offset, bound = s.root, offset + s.offset, s.offset + s.numel
+        what = f"tensor {where} (size {short_repr(self.size)}, stride {short_repr(self.stride)}) on storage {s.key}"
+        if self.offset < 0 or any(n < 0 for n in self.size) or any(st < 0 for st in self.stride):
+            raise AuthorsCheckpointError(f"{budget.source}: {what} has a negative offset, size or stride")
+        numel = math.prod(self.size)
+        extent = 0 if numel == 0 else offset + sum((n - 1) * st for n, st in zip(self.size, self.stride)) + 1
+        if extent > bound:
+            raise AuthorsCheckpointError(f"{budget.source}: {what} reaches past the end of its storage "
+                                         f"({extent:,} elements needed, {bound:,} there)")
+        budget.take(numel * s.data.element_size(), what)
+        return torch.as_strided(s.data, self.size, self.stride, offset)
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                        metadata=None):
     if not isinstance(storage, (Storage, StorageView)):
         raise AuthorsCheckpointError(f"_rebuild_tensor_v2 got {type(storage).__name__}, expected a storage")
-    ints = all(isinstance(v, int) for v in (storage_offset, *size, *stride))
-    if not ints or len(size) != len(stride):
-        raise AuthorsCheckpointError(f"_rebuild_tensor_v2 got size {size!r}, stride {stride!r}")
+    shaped = isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))
+    if not shaped or len(size) != len(stride) or len(size) > MAX_DIMS or not all(
+            isinstance(v, int) for v in (storage_offset, *size, *stride)):
+        raise AuthorsCheckpointError(f"_rebuild_tensor_v2 got offset {short_repr(storage_offset)}, size "
+                                     f"{short_repr(size)}, stride {short_repr(stride)}; expected integers, at most "
+                                     f"{MAX_DIMS} dimensions")
     return TensorRef(storage, storage_offset, size, stride)
 
 
@@ -193,7 +224,9 @@ _MODULES = [
     "torch.nn.modules.pooling.MaxPool2d", "torch.nn.modules.linear.Linear",
     "torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList",
 ]
-_STORAGES = {"FloatStorage": torch.float32, "LongStorage": torch.int64}
+_STORAGES = {"FloatStorage": torch.float32, "LongStorage": torch.int64, "DoubleStorage": torch.float64,
+             "HalfStorage": torch.float16}
+_NUMPY = {torch.float32: "f4", torch.int64: "i8", torch.float64: "f8", torch.float16: "f2"}
 
 #: (module, name) as written in the pickle -> what the file gets instead of the real object.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
@@ -223,11 +256,15 @@ def _fresh(template):
     return lambda *args, **kwargs: template(*args, **kwargs)
 
 
-class SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(pickle._Unpickler):
     """An unpickler that knows only ``ALLOWED_GLOBALS`` and resolves torch's persistent ids
     (storages, and in legacy files module classes) to the inert objects above.
 
     ``storages`` collects every storage the pickle names, by key, for the caller to fill in.
+    It is the standard library's pure-Python unpickler (``pickle._Unpickler``): it asks the file
+    for a declared length before it allocates it, where the C one first allocates the length a
+    BINBYTES8 or BINUNICODE8 opcode declares; the pickles here are small (165 KB), so its speed
+    does not matter.
     """
 
     def __init__(self, file, source: str, storages: dict[str, Storage] | None = None):
@@ -238,75 +275,166 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in ALLOWED_GLOBALS:
             raise UnsafeCheckpointError(
-                f"{self.source} names the global {module}.{name}, which a pickled RelationModel does not hold "
-                "and which could run code when loaded: refused, nothing from the file was executed")
+                f"{self.source} names the global {one_line(f'{module}.{name}', 120)}, which a pickled RelationModel "
+                "does not hold and which could run code when loaded: refused, nothing from the file was executed")
         if (module, name) not in self.stand_ins:
             self.stand_ins[(module, name)] = _fresh(ALLOWED_GLOBALS[(module, name)])
         return self.stand_ins[(module, name)]
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or not pid:
-            raise AuthorsCheckpointError(f"{self.source}: unexpected persistent id {pid!r}")
+            raise AuthorsCheckpointError(f"{self.source}: unexpected persistent id {short_repr(pid)}")
         kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
         if kind == "module" and len(pid) == 4 and isinstance(pid[1], type) and issubclass(pid[1], PickledModule):
             return pid[1]                                      # legacy: (module, class, source file, source)
         if kind == "storage" and len(pid) in (5, 6):          # zip: 5 entries, legacy: + view metadata
             storage_type, key, location, numel = pid[1:5]
             view = pid[5] if len(pid) == 6 else None
-            if not isinstance(storage_type, StorageType) or not isinstance(numel, int) or numel < 0:
-                raise AuthorsCheckpointError(f"{self.source}: unexpected storage id {pid[:5]!r}")
+            if not (isinstance(storage_type, StorageType) and isinstance(numel, int) and numel >= 0
+                    and isinstance(key, (str, bytes, int)) and len(str(key)) <= 64):
+                raise AuthorsCheckpointError(f"{self.source}: unexpected storage id {short_repr(pid[:5])}")
             key = key.decode("ascii") if isinstance(key, bytes) else str(key)
-            storage = self.storages.setdefault(key, Storage(key, storage_type.dtype, numel, str(location)))
-            if storage.dtype != storage_type.dtype:
-                raise AuthorsCheckpointError(f"{self.source}: storage {key} is read as two dtypes")
+            storage = self.storages.setdefault(key, Storage(key, storage_type.dtype, numel, one_line(location, 40)))
+            if storage.dtype != storage_type.dtype or storage.numel != numel:
+                raise AuthorsCheckpointError(f"{self.source}: storage {key} is declared twice, with different "
+                                             "dtypes or sizes")
             if view is None:
                 return storage
             _, offset, size = view
             if not (isinstance(offset, int) and isinstance(size, int) and 0 <= offset and offset + size <= numel):
-                raise AuthorsCheckpointError(f"{self.source}: storage view {view!r} outside storage {key}")
+                raise AuthorsCheckpointError(f"{self.source}: storage view {short_repr(view)} outside storage {key}")
             return StorageView(storage, offset, size)
-        raise AuthorsCheckpointError(f"{self.source}: unexpected persistent id {str(pid)[:80]}")
+        raise AuthorsCheckpointError(f"{self.source}: unexpected persistent id {short_repr(pid)}")
 
 
 # ----------------------------------------------------------------------------- the two file formats
 
-def _little_endian_tensor(raw: bytes | memoryview, dtype: torch.dtype, numel: int) -> torch.Tensor:
-    np_dtype = np.dtype({torch.float32: "<f4", torch.int64: "<i8"}[dtype])
-    array = np.frombuffer(raw, dtype=np_dtype, count=numel).astype(np_dtype.newbyteorder("="))
-    return torch.from_numpy(array)
+CHUNK = 1 << 20
 
 
-def _read_zip(data: bytes, source: str) -> tuple[Any, dict[str, Storage]]:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        names = zf.namelist()
-        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+class _Budget:
+    """The bytes this load may still allocate for storages and tensors (``max_bytes`` in all)."""
+
+    def __init__(self, max_bytes: int, source: str):
+        self.max_bytes, self.used, self.source = max_bytes, 0, source
+
+    def take(self, nbytes: int, what: str) -> None:
+        if self.used + nbytes > self.max_bytes:
+            raise AuthorsCheckpointError(
+                f"{self.source}: {what} needs {nbytes:,} bytes, beyond the {self.max_bytes:,} bytes this reader "
+                f"allows a file ({self.used:,} taken before; the authors' model needs about 400 MB): refused")
+        self.used += nbytes
+
+
+class _BoundedPickle:
+    """The file as the unpickler reads it: at most ``limit`` bytes in all (``MAX_PICKLE_BYTES``)."""
+
+    def __init__(self, f, limit: int, source: str):
+        self.f, self.left, self.source = f, limit, source
+
+    def _refuse(self, n) -> AuthorsCheckpointError:
+        return AuthorsCheckpointError(f"{self.source}: the pickled object asks for {n:,} more bytes, beyond the "
+                                      f"{MAX_PICKLE_BYTES:,} bytes of pickle this reader accepts (the authors' "
+                                      "model has 165 KB): refused")
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > self.left:
+            raise self._refuse(n if n is not None and n >= 0 else self.left + 1)
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        data = self.f.readline(self.left + 1)
+        self.left -= len(data)
+        if self.left < 0:
+            raise self._refuse(len(data))
+        return data
+
+
+def _read_storage(f, s: Storage, nbytes: int, order: str = "little") -> None:
+    """Fill ``s.data`` with its ``nbytes`` bytes from ``f``, read in chunks into one array."""
+    np_dtype = np.dtype(("<" if order == "little" else ">") + _NUMPY[s.dtype])
+    array = np.empty(s.numel, dtype=np_dtype)
+    view, done = memoryview(array).cast("B"), 0
+    while done < nbytes:
+        n = f.readinto(view[done: done + CHUNK])
+        if not n:
+            raise AuthorsCheckpointError(f"storage {s.key} is truncated ({done:,} of {nbytes:,} bytes)")
+        done += n
+    if not np_dtype.isnative:
+        array = array.astype(np_dtype.newbyteorder("="))
+    s.data = torch.from_numpy(array)
+
+
+def _check_zip_directory(f, size: int, source: str) -> None:
+    """Refuse a zip whose central directory (which ``zipfile`` reads whole, keeping ~400 bytes per
+    entry) is larger than ``MAX_ZIP_DIRECTORY_BYTES``, from its end records, before it is parsed."""
+    tail_size = min(size, 22 + 0xFFFF)
+    f.seek(size - tail_size)
+    tail = f.read(tail_size)
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or end + 22 > len(tail):
+        return                                    # not a zip after all: zipfile says so
+    sizes = [struct.unpack("<I", tail[end + 12: end + 16])[0]]
+    if end >= 76 and tail[end - 20: end - 16] == b"PK\x06\x07":      # the zip64 locator
+        record = tail[end - 76: end - 20]        # the zip64 end record, which zipfile then reads instead
+        if record[:4] == b"PK\x06\x06":
+            sizes.append(struct.unpack("<Q", record[40:48])[0])
+    if max(sizes) > MAX_ZIP_DIRECTORY_BYTES:
+        raise AuthorsCheckpointError(f"{source}: its zip directory declares {max(sizes):,} bytes, beyond the "
+                                     f"{MAX_ZIP_DIRECTORY_BYTES:,} this reader accepts (torch.save writes about "
+                                     "100 bytes per tensor): refused")
+
+
+def _read_zip(f, size: int, source: str, budget: _Budget) -> tuple[Any, dict[str, Storage]]:
+    _check_zip_directory(f, size, source)
+    f.seek(0)
+    with zipfile.ZipFile(f) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        pickles = [n for n in infos if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
             raise AuthorsCheckpointError(f"{source} is a zip archive but not one written by torch.save (no <name>/data.pkl)")
         prefix = pickles[0][: -len("data.pkl")]
+        with zf.open(infos[pickles[0]]) as r:
+            data = r.read(MAX_PICKLE_BYTES + 1)
         storages: dict[str, Storage] = {}
-        obj = SafeUnpickler(io.BytesIO(zf.read(pickles[0])), source, storages).load()
-        order = zf.read(prefix + "byteorder").decode().strip() if prefix + "byteorder" in names else "little"
+        obj = SafeUnpickler(_BoundedPickle(io.BytesIO(data), MAX_PICKLE_BYTES, source), source, storages).load()
+        order = "little"
+        if prefix + "byteorder" in infos:
+            with zf.open(infos[prefix + "byteorder"]) as r:
+                order = r.read(16).decode("ascii", "replace").strip()
+        if order not in ("little", "big"):
+            raise AuthorsCheckpointError(f"{source}: byteorder {short_repr(order)}, expected 'little' or 'big'")
+        nbytes = {key: s.numel * _element_size(s.dtype) for key, s in storages.items()}
+        budget.take(sum(nbytes.values()), f"its {len(storages)} storages")
         for key, s in storages.items():
             record = f"{prefix}data/{key}"
-            if record not in names:
+            if record not in infos:
                 raise AuthorsCheckpointError(f"{source}: storage record {record} is missing")
-            raw = zf.read(record)
-            nbytes = s.numel * torch.empty((), dtype=s.dtype).element_size()
-            if len(raw) < nbytes:
-                raise AuthorsCheckpointError(f"{source}: storage record {record} holds {len(raw)} bytes, expected {nbytes}")
-            if order == "big":
-                np_dtype = np.dtype({torch.float32: ">f4", torch.int64: ">i8"}[s.dtype])
-                s.data = torch.from_numpy(np.frombuffer(raw, np_dtype, s.numel).astype(np_dtype.newbyteorder("=")))
-            else:
-                s.data = _little_endian_tensor(raw, s.dtype, s.numel)
+            info = infos[record]
+            if info.file_size < nbytes[key]:
+                raise AuthorsCheckpointError(f"{source}: storage record {record} holds {info.file_size} bytes, "
+                                             f"expected {nbytes[key]}")
+            with zf.open(info) as r:           # decompressed in chunks, up to the storage's size only
+                try:
+                    _read_storage(r, s, nbytes[key], order)
+                except AuthorsCheckpointError as e:
+                    raise AuthorsCheckpointError(f"{source}: record {record}: {e}") from None
+                if info.file_size == nbytes[key]:
+                    r.read(1)                  # the end of the record: zipfile checks its CRC there
     return obj, storages
 
 
-def _read_legacy(data: bytes, source: str) -> tuple[Any, dict[str, Storage]]:
-    f = io.BytesIO(data)
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _read_legacy(f, size: int, source: str, budget: _Budget) -> tuple[Any, dict[str, Storage]]:
+    stream = _BoundedPickle(f, MAX_PICKLE_BYTES, source)
 
     def load(storages=None):
-        return SafeUnpickler(f, source, storages).load()
+        return SafeUnpickler(stream, source, storages).load()
 
     try:
         magic = load()
@@ -319,96 +447,128 @@ def _read_legacy(data: bytes, source: str) -> tuple[Any, dict[str, Storage]]:
                                      "the legacy format that starts with torch's magic number)")
     protocol, sys_info = load(), load()
     if protocol != PROTOCOL_VERSION or not isinstance(sys_info, dict):
-        raise AuthorsCheckpointError(f"{source}: legacy torch.save protocol {protocol!r}, expected {PROTOCOL_VERSION}")
+        raise AuthorsCheckpointError(f"{source}: legacy torch.save protocol {short_repr(protocol)}, "
+                                     f"expected {PROTOCOL_VERSION}")
     storages: dict[str, Storage] = {}
     obj = load(storages)
     keys = load()
     if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(storages):
         raise AuthorsCheckpointError(f"{source}: the list of storage keys does not match the storages the pickle names")
-    for key in keys:           # each: int64 element count, then the elements, little-endian
-        s = storages[str(key)]
-        element = torch.empty((), dtype=s.dtype).element_size()
+    nbytes = {key: s.numel * _element_size(s.dtype) for key, s in storages.items()}
+    budget.take(sum(nbytes.values()), f"its {len(storages)} storages")
+    for key in map(str, keys):        # each: int64 element count, then the elements, little-endian
+        s = storages[key]
         header = f.read(8)
-        size = struct.unpack("<q", header)[0] if len(header) == 8 else None
-        if size != s.numel and len(header) == 8:   # PyTorch 0.4.1 wrote the count in the machine's byte order
-            size = struct.unpack(">q", header)[0]
-        if size != s.numel:
+        count = struct.unpack("<q", header)[0] if len(header) == 8 else None
+        if count != s.numel and len(header) == 8:   # PyTorch 0.4.1 wrote the count in the machine's byte order
+            count = struct.unpack(">q", header)[0]
+        if count != s.numel:
             raise AuthorsCheckpointError(f"{source}: storage {key} is truncated or its size header is wrong")
-        raw = f.read(size * element)
-        if len(raw) != size * element:
-            raise AuthorsCheckpointError(f"{source}: storage {key} is truncated ({len(raw)} of {size * element} bytes)")
-        s.data = _little_endian_tensor(raw, s.dtype, size)
+        if nbytes[key] > size - f.tell():
+            raise AuthorsCheckpointError(f"{source}: storage {key} is truncated ({size - f.tell():,} of "
+                                         f"{nbytes[key]:,} bytes)")
+        _read_storage(f, s, nbytes[key])
     return obj, storages
 
 
-def read_pickled_model(path: str | os.PathLike) -> Any:
+def read_pickled_model(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> Any:
     """The object ``torch.save`` wrote to ``path``, rebuilt from inert stand-ins: modules are
-    ``PickledModule`` records, tensors CPU ``torch.Tensor`` s. Either file format; nothing runs."""
+    ``PickledModule`` records, tensors CPU ``torch.Tensor`` s. Either file format; nothing runs.
+
+    ``max_bytes`` bounds the file and, together, its storages and tensors (see the module's
+    docstring); a file beyond a bound is refused before anything of that size is allocated.
+    """
     path = Path(path)
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem == "missing":
         raise AuthorsCheckpointError(f"authors' weights {path} do not exist")
-    data = path.read_bytes()
+    if problem is not None:
+        raise AuthorsCheckpointError(f"authors' weights {path} are not a regular file ({problem})")
+    source, budget = str(path), _Budget(max_bytes, str(path))
     try:
-        obj, _ = (_read_zip if data[:4] == b"PK\x03\x04" else _read_legacy)(data, str(path))
-        return _materialize(obj, {})
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise AuthorsCheckpointError(f"{path} has {size:,} bytes, more than the {max_bytes:,} this reader "
+                                             "allows (the authors' model has about 200 MB): refused")
+            zipped = f.read(4) == b"PK\x03\x04"
+            f.seek(0)
+            obj, _ = (_read_zip if zipped else _read_legacy)(f, size, source, budget)
+        return _materialize(obj, {}, budget)
     except AuthorsCheckpointError:
         raise
     except Exception as e:     # a truncated or corrupted file: say so, in one line
         raise AuthorsCheckpointError(f"{path} cannot be read; it is truncated or corrupted "
-                                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                                     f"({type(e).__name__}: {one_line(str(e), 160)})") from None
 
 
-def _materialize(obj, memo: dict):
+_HIDDEN = {"_modules", "_parameters", "_buffers", "state"}    # left out of a tensor's name in messages
+
+
+def _materialize(obj, memo: dict, budget: _Budget, where: str = "", depth: int = 0):
     """Replace every TensorRef by its tensor (in place in dicts and module states)."""
     if id(obj) in memo:
         return memo[id(obj)]
+    if depth > MAX_DEPTH:
+        raise AuthorsCheckpointError(f"{budget.source}: the pickled object nests deeper than {MAX_DEPTH} "
+                                     f"(at {one_line(where, 80)}); the authors' model nests 8 deep")
     if isinstance(obj, TensorRef):
-        memo[id(obj)] = out = obj.materialize()
+        memo[id(obj)] = out = obj.materialize(budget, one_line(where or "<top>", 100))
         return out
     memo[id(obj)] = obj
+
+    def inner(v, key):
+        name = where if key in _HIDDEN else f"{where}.{key}" if where else str(key)
+        return _materialize(v, memo, budget, name, depth + 1)
+
     if isinstance(obj, PickledModule):
         if isinstance(getattr(obj, "state", None), dict):
-            _materialize(obj.state, memo)
+            inner(obj.state, "state")
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            obj[k] = _materialize(v, memo)
+            obj[k] = inner(v, k if isinstance(k, str) else short_repr(k, 40))
     elif isinstance(obj, list):
-        obj[:] = [_materialize(v, memo) for v in obj]
+        obj[:] = [inner(v, i) for i, v in enumerate(obj)]
     elif isinstance(obj, tuple):
-        memo[id(obj)] = out = tuple(_materialize(v, memo) for v in obj)
+        memo[id(obj)] = out = tuple(inner(v, i) for i, v in enumerate(obj))
         return out
     return obj
 
 
 # ----------------------------------------------------------------------------- tensors by name
 
-def module_tensors(module: PickledModule, prefix: str = "") -> "OrderedDict[str, torch.Tensor]":
+def module_tensors(module: PickledModule, prefix: str = "", depth: int = 0) -> "OrderedDict[str, torch.Tensor]":
     """The parameters and persistent buffers of a pickled module tree, by dotted name (what
     ``state_dict()`` gives): ``_parameters`` and ``_buffers`` of each module, then ``_modules``."""
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     state = getattr(module, "state", None)
+    where = one_line(prefix or "<top>", 100)
+    if depth > MAX_DEPTH:
+        raise AuthorsCheckpointError(f"pickled modules nest deeper than {MAX_DEPTH} at {where}")
     if not isinstance(state, dict):
-        raise AuthorsCheckpointError(f"pickled module {module.kind} at {prefix or '<top>'!r} has no state dict")
+        raise AuthorsCheckpointError(f"pickled module {module.kind} at {where} has no state dict")
     skip = state.get("_non_persistent_buffers_set") or set()
     for part in ("_parameters", "_buffers"):
         entries = state.get(part, {})
         if not isinstance(entries, dict):
-            raise AuthorsCheckpointError(f"{module.kind}.{part} at {prefix or '<top>'!r} is not a dict")
+            raise AuthorsCheckpointError(f"{module.kind}.{part} at {where} is not a dict")
         for name, t in entries.items():
-            if t is None or name in skip:
+            if isinstance(name, str) and (t is None or name in skip):
                 continue
-            if not isinstance(t, torch.Tensor):
-                raise AuthorsCheckpointError(f"{prefix}{name} is a {type(t).__name__}, expected a tensor")
+            if not isinstance(name, str) or not isinstance(t, torch.Tensor):
+                raise AuthorsCheckpointError(f"{one_line(prefix + str(name), 100)} is a {type(t).__name__}, "
+                                             "expected a tensor named by a string")
             out[prefix + name] = t
     children = state.get("_modules", {})
     if not isinstance(children, dict):
-        raise AuthorsCheckpointError(f"{module.kind}._modules at {prefix or '<top>'!r} is not a dict")
+        raise AuthorsCheckpointError(f"{module.kind}._modules at {where} is not a dict")
     for name, child in children.items():
         if child is None:
             continue
-        if not isinstance(child, PickledModule):
-            raise AuthorsCheckpointError(f"{prefix}{name} is a {type(child).__name__}, expected a module")
-        out.update(module_tensors(child, f"{prefix}{name}."))
+        if not isinstance(name, str) or not isinstance(child, PickledModule):
+            raise AuthorsCheckpointError(f"{one_line(prefix + str(name), 100)} is a {type(child).__name__}, "
+                                         "expected a module")
+        out.update(module_tensors(child, f"{prefix}{name}.", depth + 1))
     return out
 
 
@@ -418,22 +578,15 @@ def _strip_module_prefix(sd: Mapping[str, torch.Tensor]) -> "OrderedDict[str, to
     return OrderedDict(sd)
 
 
-def authors_state_dict(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
+def authors_state_dict(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> "OrderedDict[str, torch.Tensor]":
     """The tensors of the authors' file in their names, without the DataParallel ``module.``.
 
-    A plain state dict is read with ``torch.load(weights_only=True)``; anything else (the whole
-    pickled model) with ``SafeUnpickler``, which refuses unexpected globals.
+    The whole pickled model and a plain state dict (``torch.save(model.state_dict())``) are both
+    read by ``read_pickled_model`` (``SafeUnpickler``, which refuses unexpected globals and bounds
+    every size the file declares; ``max_bytes``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise AuthorsCheckpointError(f"authors' weights {path} do not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:          # not a plain state dict (or not readable): the restricted reader decides
-        obj = None
-    if isinstance(obj, Mapping) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        return _strip_module_prefix(obj)
-    obj = read_pickled_model(path)
+    obj = read_pickled_model(path, max_bytes)
     if isinstance(obj, PickledModule) and obj.kind.endswith(".DataParallel"):
         inner = obj.state.get("_modules", {}).get("module") if isinstance(getattr(obj, "state", None), dict) else None
         if not isinstance(inner, PickledModule):
@@ -444,7 +597,7 @@ def authors_state_dict(path: str | os.PathLike) -> "OrderedDict[str, torch.Tenso
             raise AuthorsCheckpointError(f"{path} holds a pickled {obj.kind}, expected the authors' RelationModel "
                                          "(inside DataParallel)")
         return module_tensors(obj)
-    if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         return _strip_module_prefix(obj)
     raise AuthorsCheckpointError(f"{path} holds a {type(obj).__name__}, expected the authors' pickled "
                                  "DataParallel(RelationModel) or a state dict in their names")
@@ -511,12 +664,6 @@ def to_authors_key(key: str) -> str | None:
     return None
 
 
-def _listing(names, limit: int = 12) -> str:
-    names = sorted(names)
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return f"{len(names)}: {', '.join(names[:limit])}{more}"
-
-
 def convert_state_dict(theirs: Mapping[str, torch.Tensor], model: torch.nn.Module,
                        source: str = "the authors' state dict") -> "OrderedDict[str, torch.Tensor]":
     """``model``'s state dict filled from ``theirs`` (the authors' names, no ``module.``).
@@ -539,11 +686,11 @@ def convert_state_dict(theirs: Mapping[str, torch.Tensor], model: torch.nn.Modul
                  for k, v in out.items() if v.shape != ours[k].shape]
     problems = []
     if missing:
-        problems.append(f"missing tensors ({_listing(to_authors_key(k) or k for k in missing)})")
+        problems.append(f"missing tensors ({listing((to_authors_key(k) or k for k in missing), 12, sort=True)})")
     if unexpected:
-        problems.append(f"unexpected tensors ({_listing(unexpected)})")
+        problems.append(f"unexpected tensors ({listing(unexpected, 12, sort=True)})")
     if misshapen:
-        problems.append(f"tensors of the wrong shape ({_listing(misshapen)})")
+        problems.append(f"tensors of the wrong shape ({listing(misshapen, 12, sort=True)})")
     if problems:
         raise AuthorsCheckpointError(f"{source} does not fit the authors' Ours-F model: " + "; ".join(problems))
     for k in ours:
@@ -557,7 +704,20 @@ def _infer_sizes(theirs: Mapping[str, torch.Tensor], source: str) -> tuple[int, 
     if fc is None or fc.dim() != 2:
         raise AuthorsCheckpointError(f"{source}: no classifier fc_global_6_list.0.weight (K x c) to read the "
                                      "number of classes from; is this the authors' multi-scale model?")
-    return int(fc.shape[0]), int(fc.shape[1])
+    num_classes, reduced_dim = int(fc.shape[0]), int(fc.shape[1])
+    if num_classes < 1 or reduced_dim < 1:
+        raise AuthorsCheckpointError(f"{source}: fc_global_6_list.0.weight is {num_classes} x {reduced_dim}, "
+                                     "expected K classes x c >= 1")
+    return num_classes, reduced_dim
+
+
+def _model_bytes(num_classes: int, reduced_dim: int) -> int:
+    """The bytes of Ours-F with K classes and width c, counted on the ``meta`` device (nothing allocated)."""
+    from rrid.model import RRID, RRIDConfig
+
+    with torch.device("meta"):
+        model = RRID(RRIDConfig.preset("ours-f", reduced_dim=reduced_dim), num_classes)
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> "torch.nn.Module":
@@ -565,10 +725,16 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> "torch.nn.M
 
     K (the classes) and c (256 in the paper) are read from the classifier weights: 751 when
     the authors trained on all of Market-1501's training identities, 651 with their default
-    hold-out of 100. Refuses files with unexpected globals or unexpected tensors.
+    hold-out of 100. Refuses files with unexpected globals or unexpected tensors, and sizes
+    that describe a model larger than ``MAX_BYTES`` (checked before the model is built).
     """
     theirs = authors_state_dict(path)
     num_classes, reduced_dim = _infer_sizes(theirs, str(path))
+    needed = _model_bytes(num_classes, reduced_dim)
+    if needed > MAX_BYTES:
+        raise AuthorsCheckpointError(f"{path}: its classifier fc_global_6_list.0.weight ({num_classes} x "
+                                     f"{reduced_dim}) describes a model of {needed:,} bytes, beyond the {MAX_BYTES:,} "
+                                     "this reader allows (the authors' model: 751 x 256, about 200 MB): refused")
     model = RRID(RRIDConfig.preset("ours-f", reduced_dim=reduced_dim), num_classes)
     model.load_state_dict(convert_state_dict(theirs, model, str(path)))
     return model.to(device).eval()

@@ -18,6 +18,11 @@ of N = N_K x N_M = 16 x 4, loss = triplet (α = 1.2) + λ·CE with λ = 2, input
 A file may start with ``_base_: ../base.yaml`` (a path relative to the file, or a list of
 paths) and then only state what differs. Unknown keys are errors that name the key, the file
 and the valid keys; values are converted to the declared types (lists become tuples).
+
+Files are plain YAML: at most 1 MiB, nested at most 32 deep, and without anchors and aliases
+(``&a`` / ``*a``: an alias repeats a node, so nested ones grow a few hundred bytes into
+gigabytes); tags other than YAML's plain types (``!!python/object``) are refused. Every error
+is one line naming the file or ``--set`` and the setting; a value it shows is shortened.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import os
 import re
 import types
@@ -37,7 +43,8 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
-from rrid.errors import ConfigError
+from rrid.data import synthetic
+from rrid.errors import ConfigError, DatasetError, OutputPathError, one_line, short_repr
 from rrid.files import atomic_write
 from rrid.model import RRIDConfig
 from rrid.paths import config_project
@@ -140,15 +147,64 @@ _ARCHITECTURE = ("scales", "global_pool", "local_pool", "relation")
 
 # ----------------------------------------------------------------------------- reading files
 
+MAX_CONFIG_BYTES = 1 << 20      # the configs here are under 2 KB
+MAX_DEPTH = 32                  # nested collections; a config nests 3 deep
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with bounded nesting (see the module docstring)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found the alias *{one_line(event.anchor, 40)}: anchors and aliases are not accepted "
+                "in configs (write the values out)", event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _yaml_problem(err: Exception) -> str:
+    """A YAML error in one line: ``line L, column C: what``."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return where + one_line(" ".join(filter(None, [err.context, err.problem])), 200)
+    return one_line(f"{type(err).__name__}: {err}", 200)
+
+
+def parse_yaml(text: str):
+    """``text`` as YAML through ``_ConfigLoader``; any problem is a ``yaml.YAMLError`` (or
+    a ValueError for a number Python refuses, e.g. an integer of over 4,300 digits)."""
+    loader = _ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise yaml.YAMLError(f"nested more than {MAX_DEPTH} deep") from None
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; expected a YAML config")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raw = parse_yaml(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    except (yaml.YAMLError, ValueError) as e:
+        raise ConfigError(f"{path} is not a valid YAML config: {_yaml_problem(e)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -174,7 +230,10 @@ def _load_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: _base_ cycle through {' -> '.join(map(str, seen))}")
     raw = _read_yaml(path)
     bases = raw.pop("_base_", [])
-    bases = [bases] if isinstance(bases, str) else list(bases)
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() and "\0" not in b for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a path or a list of paths (relative to the file), "
+                          f"got {short_repr(bases)}")
     _check_keys(raw, str(path))
     merged: dict = {}
     for base in bases:
@@ -198,13 +257,16 @@ def _type_name(tp) -> str:
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """``value`` converted to the annotation ``tp``; a ConfigError naming ``where`` otherwise."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    bad = ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+    def bad() -> ConfigError:     # formatted only when raised, and shortened: the value may be huge
+        return ConfigError(f"{where}: expected {_type_name(tp)}, got {short_repr(value)}")
+
     if tp is Any:
         return value
     if origin is Literal:
-        if value in args:
+        if isinstance(value, (str, int, float, bool, type(None))) and value in args:
             return value
-        raise bad
+        raise bad()
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -215,23 +277,23 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arg, where)
             except ConfigError:
                 pass
-        raise bad
+        raise bad()
     if origin is tuple:
         items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
         if not isinstance(items, (list, tuple)):
-            raise bad
+            raise bad()
         item_type = args[0] if args else Any
         return tuple(_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(items))
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise bad
+        raise bad()
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise bad
+        raise bad()
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -239,42 +301,46 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             try:
                 return float(value)
             except ValueError:
-                raise bad from None
-        raise bad
+                raise bad() from None
+        raise bad()
     if tp is str:
         if isinstance(value, str):
             return value
-        raise bad
+        raise bad()
     if tp is dict or origin is dict:
         if isinstance(value, dict):
             return dict(value)
-        raise bad
+        raise bad()
     return value
 
 
-def _unknown_key(key: str, valid: Sequence[str], where: str, source: str) -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=1)
+def _unknown_key(key: Any, valid: Sequence[str], where: str, source: str) -> ConfigError:
+    if not isinstance(key, str):
+        under = where.rstrip(".") or "the top"
+        return ConfigError(f"{source}: {short_repr(key)} (a {type(key).__name__}) under {under} is not a key name. "
+                           f"Valid keys: {', '.join(sorted(valid))}")
+    close = difflib.get_close_matches(key, valid, n=1) if len(key) <= 100 else []
     hint = f" Did you mean {where + close[0]!r}?" if close else ""
-    return ConfigError(f"{source}: unknown key {where + key!r}.{hint} Valid keys: {', '.join(sorted(valid))}")
+    return ConfigError(f"{source}: unknown key {short_repr(where + key)}.{hint} Valid keys: {', '.join(sorted(valid))}")
 
 
 def _check_keys(raw: dict, source: str) -> None:
     """Every key of one file (or override set) must be a section or a field of its section."""
     valid = list(_SECTIONS) + ["name"]
     for key, value in raw.items():
-        if key not in valid:
+        if not isinstance(key, str) or key not in valid:
             raise _unknown_key(key, valid, "", source)
         if key in _SECTIONS and isinstance(value, dict):
             names = [f.name for f in dataclasses.fields(_SECTIONS[key])]
             names += list(_MODEL_SHORTCUTS) if key == "model" else []
             for field_name in value:
-                if field_name not in names:
+                if not isinstance(field_name, str) or field_name not in names:
                     raise _unknown_key(field_name, names, f"{key}.", source)
 
 
 def _build_section(cls, raw: Any, section: str, source: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: section {section!r} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{source}: section {section!r} must be a mapping, got {short_repr(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     raw = dict(raw)
@@ -284,14 +350,16 @@ def _build_section(cls, raw: Any, section: str, source: str):
         if row is not None and preset is not None:
             raise ConfigError(f"{source}: model sets both table2_row and preset; choose one")
         if row is not None:
-            if not isinstance(row, int) or not 1 <= row <= 13:
-                raise ConfigError(f"{source}: model.table2_row must be an integer 1..13, got {row!r}")
+            if not isinstance(row, int) or isinstance(row, bool) or not 1 <= row <= 13:
+                raise ConfigError(f"{source}: model.table2_row must be an integer 1..13, got {short_repr(row)}")
             start = RRIDConfig.table2(row)
         elif preset is not None:
+            if not isinstance(preset, str):
+                raise ConfigError(f"{source}: model.preset must be a preset's name, got {short_repr(preset)}")
             try:
                 start = RRIDConfig.preset(preset)
             except (KeyError, ValueError) as e:
-                raise ConfigError(f"{source}: model.preset {preset!r}: {e}") from None
+                raise ConfigError(f"{source}: model.preset {short_repr(preset)}: {one_line(str(e), 300)}") from None
         names = names + list(_MODEL_SHORTCUTS)
     values = {}
     for key, value in raw.items():
@@ -301,7 +369,7 @@ def _build_section(cls, raw: Any, section: str, source: str):
     try:
         return dataclasses.replace(start, **values)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: section {section!r}: {e}") from None
+        raise ConfigError(f"{source}: section {section!r}: {one_line(str(e), 300)}") from None
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> ExperimentConfig:
@@ -310,7 +378,10 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> ExperimentConfig:
     parts = {s: _build_section(cls, raw.get(s, {}), s, source) for s, cls in _SECTIONS.items()}
     if "model" not in raw or "pretrained" not in raw.get("model", {}):
         parts["model"] = dataclasses.replace(parts["model"], pretrained=ExperimentConfig().model.pretrained)
-    cfg = ExperimentConfig(**parts, name=str(raw.get("name", "")))
+    name = raw.get("name", "")
+    if not isinstance(name, str) or one_line(name, 200) != name:
+        raise ConfigError(f"{source}: name must be one line of text (at most 200 characters), got {short_repr(name)}")
+    cfg = ExperimentConfig(**parts, name=name)
     _check(cfg, source)
     _check_data_root(cfg, source)
     return cfg
@@ -327,7 +398,8 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 def check_device(name: str, where: str = "train.device") -> str:
     """``name`` if it is "auto", "cpu", "cuda", "cuda:N" or "mps"; a ConfigError naming ``where`` otherwise."""
     if not isinstance(name, str) or not _DEVICE.match(name):
-        raise ConfigError(f"{where}: expected 'auto', 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps', got {name!r}")
+        raise ConfigError(f"{where}: expected 'auto', 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps', "
+                          f"got {short_repr(name)}")
     return name
 
 
@@ -349,35 +421,25 @@ def feature_map_height(height: int, last_stride: int = 1) -> int:
 def _check(cfg: ExperimentConfig, source: str) -> None:
     """Cross-field checks that single types cannot express."""
     d, o, t, lo, m = cfg.data, cfg.optim, cfg.train, cfg.loss, cfg.model
-    positive = {"data.height": d.height, "data.width": d.width, "data.p": d.p, "data.k": d.k,
-                "data.test_batch_size": d.test_batch_size, "train.epochs": t.epochs,
-                "train.log_every": t.log_every, "train.eval_every": t.eval_every, "train.mirror_every": t.mirror_every}
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{source}: {key} must be >= 1, got {value}")
+    _check_ranges(cfg, source)
     if d.p < 2:
         raise ConfigError(f"{source}: data.p must be >= 2 (the triplet loss needs negatives), got {d.p}")
     if d.k < 2:
         raise ConfigError(f"{source}: data.k must be >= 2 (the triplet loss needs a positive: "
                           f"two images per identity), got {d.k}")
-    for key, value in {"data.workers": d.workers, "data.val_ids": d.val_ids, "train.num_threads": t.num_threads,
-                       "train.checkpoint_every_steps": t.checkpoint_every_steps,
-                       "optim.backbone_lr": o.backbone_lr, "optim.head_lr": o.head_lr,
-                       "optim.weight_decay": o.weight_decay, "loss.margin": lo.margin,
-                       "loss.ce_weight": lo.ce_weight}.items():
-        if not value >= 0:                       # also catches NaN
-            raise ConfigError(f"{source}: {key} must be >= 0, got {value}")
     if not 0 <= o.momentum < 1:
         raise ConfigError(f"{source}: optim.momentum must be in [0, 1) (the paper: 0.9), got {o.momentum}")
     if o.nesterov and o.momentum == 0:
         raise ConfigError(f"{source}: optim.nesterov=true needs optim.momentum > 0, got {o.momentum}")
-    if not o.gamma > 0:
+    if not 0 < o.gamma < math.inf:
         raise ConfigError(f"{source}: optim.gamma must be > 0 (the paper: 0.1), got {o.gamma}")
     if list(o.milestones) != sorted(o.milestones):
-        raise ConfigError(f"{source}: optim.milestones must increase, got {list(o.milestones)}")
+        raise ConfigError(f"{source}: optim.milestones must increase, got {short_repr(list(o.milestones))}")
     if not 0 <= lo.label_smoothing < 1:
         raise ConfigError(f"{source}: loss.label_smoothing must be in [0, 1), got {lo.label_smoothing}")
     check_device(t.device, f"{source}: train.device")
+    _check_paths(cfg, source)
+    _check_synthetic(cfg, source)
     if m.local_pool or m.global_pool == "gcp":          # the branches that cut the map into stripes
         rows, n = feature_map_height(d.height, m.last_stride), max(m.scales)
         if rows < n:
@@ -386,6 +448,56 @@ def _check(cfg: ExperimentConfig, source: str) -> None:
                 f"{source}: data.height={d.height} gives a feature map of {rows} rows (ceil(height / {factor}) "
                 f"with model.last_stride={m.last_stride}), fewer than the {n} stripes of model.scales="
                 f"{list(m.scales)}; expected data.height >= {(n - 1) * factor + 1} (e.g. {n * factor}) or fewer stripes")
+
+
+MAX_IMAGE_SIDE = 4096           # data.height, data.width: far above any reID input (384 x 128 in the paper)
+MAX_SEED = 2**32 - 1            # numpy's seeds are 0 .. 2**32 - 1
+
+
+def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
+    """Each number within the range the code that reads it (much later) accepts."""
+    d, o, t, lo = cfg.data, cfg.optim, cfg.train, cfg.loss
+    at_least_one = {"data.height": d.height, "data.width": d.width, "data.p": d.p, "data.k": d.k,
+                    "data.test_batch_size": d.test_batch_size, "train.epochs": t.epochs,
+                    "train.log_every": t.log_every, "train.eval_every": t.eval_every, "train.mirror_every": t.mirror_every}
+    for key, value in at_least_one.items():
+        if value < 1:
+            raise ConfigError(f"{source}: {key} must be >= 1, got {value}")
+    for key, value in {"data.height": d.height, "data.width": d.width}.items():
+        if value > MAX_IMAGE_SIDE:
+            raise ConfigError(f"{source}: {key} must be at most {MAX_IMAGE_SIDE} pixels, got {value}")
+    if not 0 <= t.seed <= MAX_SEED:
+        raise ConfigError(f"{source}: train.seed must be in 0..{MAX_SEED} (numpy's seeds), got {short_repr(t.seed)}")
+    for key, value in {"data.workers": d.workers, "data.val_ids": d.val_ids, "train.num_threads": t.num_threads,
+                       "train.checkpoint_every_steps": t.checkpoint_every_steps,
+                       "optim.backbone_lr": o.backbone_lr, "optim.head_lr": o.head_lr,
+                       "optim.weight_decay": o.weight_decay, "loss.margin": lo.margin,
+                       "loss.ce_weight": lo.ce_weight}.items():
+        if not 0 <= value < math.inf:            # also catches NaN
+            expected = "finite" if value >= 0 else ">= 0"
+            raise ConfigError(f"{source}: {key} must be {expected}, got {value}")
+
+
+def _check_paths(cfg: ExperimentConfig, source: str) -> None:
+    for key, value in {"data.root": cfg.data.root, "train.out_dir": cfg.train.out_dir}.items():
+        if value is not None and ("\0" in value or (key == "train.out_dir" and not value.strip())):
+            raise ConfigError(f"{source}: {key} must be a path (not empty, no NUL character), got {short_repr(value)}")
+
+
+def _check_synthetic(cfg: ExperimentConfig, source: str) -> None:
+    """``data.synthetic`` by the generator's own check (whatever the data set: a typo shows at
+    once); for the synthetic set, P identities per batch must exist in it."""
+    d = cfg.data
+    try:
+        synthetic.check_parameters(d.synthetic, where="data.synthetic.")
+    except DatasetError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    if d.dataset != "synthetic":
+        return
+    ids = d.synthetic.get("num_train_ids", synthetic.DEFAULTS["num_train_ids"]) - d.val_ids
+    if ids < d.p:
+        raise ConfigError(f"{source}: data.p={d.p} identities per batch, but the synthetic set trains on {ids} "
+                          f"(data.synthetic.num_train_ids minus data.val_ids); expected data.p <= {ids}")
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:
@@ -428,14 +540,25 @@ def config_diff(old: ExperimentConfig, new: ExperimentConfig, ignore: Sequence[s
 # ----------------------------------------------------------------------------- public API
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key=value, for example train.epochs=10")
+    """``"train.epochs=10"`` -> ``(["train", "epochs"], 10)``: the value as YAML (the same loader
+    as files: no aliases), or the text itself where it is not YAML."""
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"override {short_repr(item)}: expected key=value, for example train.epochs=10")
     key, text = item.split("=", 1)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"override {short_repr(item)}: the value is longer than {MAX_CONFIG_BYTES:,} characters")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+        value = parse_yaml(text) if text.strip() else ""
+    except (yaml.YAMLError, ValueError):
         value = text
-    return key.strip().split("."), value
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"override {short_repr(item)}: expected key=value with a key like train.epochs")
+    if len(path) > 1 and path[0] not in _SECTIONS:
+        kind = "a setting" if path[0] == "name" else "not a section"
+        raise ConfigError(f"override {short_repr(item)}: {short_repr(path[0])} is {kind}, so it has no "
+                          f"{short_repr('.'.join(path[1:]))}; sections: {', '.join(_SECTIONS)}")
+    return path, value
 
 
 def _set(raw: dict, path: list[str], value: Any, item: str) -> None:
@@ -443,7 +566,7 @@ def _set(raw: dict, path: list[str], value: Any, item: str) -> None:
     for part in path[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            raise ConfigError(f"override {short_repr(item)}: {short_repr(part)} is not a section")
     node[path[-1]] = value
 
 
@@ -461,6 +584,11 @@ def _apply_raw(raw: dict, overrides: Sequence[str]) -> dict:
     return raw
 
 
+def _shown(overrides: Sequence[str]) -> str:
+    """The overrides as messages name them: each on one line and shortened."""
+    return " ".join(one_line(o, 100) for o in overrides)
+
+
 def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
     """A new config with ``["train.epochs=10", "model.table2_row=5", ...]`` applied.
 
@@ -470,7 +598,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
     if not overrides:
         return cfg
     raw = _apply_raw(config_to_dict(cfg), overrides)
-    return config_from_dict(raw, source="--set " + " ".join(overrides))
+    return config_from_dict(raw, source="--set " + _shown(overrides))
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -482,7 +610,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Exper
     path = Path(path)
     raw = _load_tree(path)
     raw = _apply_raw(raw, overrides)
-    source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    source = str(path) + (f" (with --set {_shown(overrides)})" if overrides else "")
     raw.setdefault("name", path.stem)
     cfg = config_from_dict(raw, source=source)
     root = Path(os.path.expanduser(cfg.data.root))
@@ -496,6 +624,8 @@ def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> Path:
     try:
         with atomic_write(path) as f:
             yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-    except OSError as e:                          # a full disk: name the file
+    except OutputPathError:                       # a full disk, a read-only folder: names the file already
+        raise
+    except OSError as e:
         raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     return Path(path)

@@ -20,26 +20,53 @@ time, so a later process that reuses the PID is not taken for the writer).
 
 A live writer (another run in the same folder, another DDP rank) is never touched: its
 process is alive, or its file is younger than ``max_age`` (a temp lives as long as one write).
+
+A temp name stays within the file system's limit on a name (``NAME_MAX``, 255 bytes on most)
+whatever the target's length: a NAME too long for it is cut and ends in ``~`` and 8 hex digits
+of its sha256 (:func:`temp_name`), which :func:`remove_stale_temps` recognises the same way.
+
+Errors of the file system are the user's to fix (a full disk, a read-only folder, a parent that
+is a file, a target that is a folder): :func:`output_path_error` turns them into one line
+``OutputPathError`` that names the user's target, never the temp file, and
+:func:`check_output_path` checks a target before long work starts, creating nothing.
+
+:func:`lock_folder` is the advisory lock every build of a shared folder takes (``fcntl.flock``
+on a lock file that records its holder): a second process waits or is told who holds it, and
+the lock of a killed process is released with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import re
 import secrets
 import shutil
 import socket
+import stat
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Optional
+from typing import IO, Callable, Iterable, Iterator, Optional
 
-__all__ = ["atomic_path", "atomic_write", "move_into_place", "real_target", "temp_dir", "temp_prefix",
-           "is_stale_temp", "remove_stale_temps", "describe_write_error", "STALE_AGE"]
+from rrid.errors import FolderInUseError, OutputPathError, one_line
+
+try:
+    import fcntl
+except ImportError:     # not on Windows (not a target): lock_folder then does not lock
+    fcntl = None
+
+__all__ = ["atomic_path", "atomic_write", "move_into_place", "real_target", "temp_dir", "temp_prefix", "temp_name",
+           "is_stale_temp", "remove_stale_temps", "describe_write_error", "output_path_error", "check_output_path",
+           "lock_folder", "lock_path", "file_problem", "file_kind", "STALE_AGE", "LOCK_NAME"]
 
 STALE_AGE = 3600.0      # seconds: a temp of another host (or an older rrid) untouched this long is stale
+LOCK_NAME = ".rrid.lock"
 
 
 def describe_write_error(err: BaseException) -> Optional[str]:
@@ -71,19 +98,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     For writers that take a file name (``torch.onnx.export``, ``shutil.copyfile``). On an
     error, the temp file is removed and ``path`` is untouched. Stale temps of ``path`` left by
-    killed writers are removed first.
+    killed writers are removed first. A failure of the file system (the folder cannot be made
+    or written, a full disk while the block writes the temp, ``path`` is a folder) is an
+    ``OutputPathError`` naming ``path`` (:func:`output_path_error`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path.parent, [path.name])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; these are ordinary files
+    with _output_errors(path):
+        if _is_folder(path, follow=False):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent, [path.name])
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path, path.parent), suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; these are ordinary files
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _output_errors(path, tmp):
+            yield Path(tmp)
+        with _output_errors(path):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -120,16 +154,50 @@ def _start_time(pid: int) -> str:
     return data[data.rindex(b")") + 2:].split()[19].decode()  # field 22 of proc(5); fields start at 3 here
 
 
-def temp_prefix(target: str | os.PathLike) -> str:
+# the longest a temp name can be around its NAME: "." NAME ".rrid-" PID "-" START "-" HOST "." and the
+# longest ending (mkstemp's 8 characters + ".tmp", or move_into_place's "old-" + 8 hex digits)
+_TEMP_OVERHEAD = len(".") + len(".rrid-") + 10 + len("-") + 20 + len("-") + 40 + len(".") + 12
+
+
+def _name_max(folder: str | os.PathLike) -> int:
+    """The longest file name (bytes) the file system of ``folder`` (or of its nearest existing
+    folder above) takes; 255 where it cannot tell."""
+    folder = Path(os.path.abspath(folder))
+    for candidate in (folder, *folder.parents):
+        try:
+            value = os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):
+            continue
+        return value if value and value > 0 else 255
+    return 255
+
+
+def temp_name(name: str, folder: str | os.PathLike = ".") -> str:
+    """NAME as temp names in ``folder`` spell it: ``name`` itself when the longest temp name made
+    from it fits the file system's limit, else its start, ``~`` and 8 hex digits of its sha256
+    (the same for every process, so that stale temps are still recognised)."""
+    room = _name_max(folder) - _TEMP_OVERHEAD
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    return os.fsdecode(raw[: max(room - 9, 0)]) + "~" + digest
+
+
+def temp_prefix(target: str | os.PathLike, folder: str | os.PathLike | None = None) -> str:
     """``.NAME.rrid-PID-START-HOST.``: the start of every temp name (file or folder) this
-    process uses for ``target`` (a path or a bare name); pass it to ``tempfile.mkstemp`` /
-    ``mkdtemp``. START is empty where there is no /proc."""
-    return f".{Path(target).name}.rrid-{os.getpid()}-{_start_time(os.getpid())}-{_host()}."
+    process uses for ``target`` (a path or a bare name) in ``folder`` (default: the target's);
+    pass it to ``tempfile.mkstemp`` / ``mkdtemp``. START is empty where there is no /proc; NAME
+    is :func:`temp_name` of the target's name."""
+    target = Path(target)
+    name = temp_name(target.name, target.parent if folder is None else folder)
+    return f".{name}.rrid-{os.getpid()}-{_start_time(os.getpid())}-{_host()}."
 
 
 # .NAME.rrid-PID-START-HOST.REST (NAME may contain dots); older rrids wrote .NAME.XXXXXXXX.tmp
 _TEMP = re.compile(r"^\.(?P<name>.+)\.rrid-(?P<pid>\d+)-(?P<start>\d*)-(?P<host>[A-Za-z0-9-]+)\..+$")
 _LEGACY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+_LOCK = re.compile(r"^\.(?P<name>.+)\.rrid\.lock$")
 
 
 def _alive(pid: int, start: str) -> bool:
@@ -168,15 +236,24 @@ def remove_stale_temps(folder: str | os.PathLike, names: str | Iterable[str] | N
     ``names``: only temps of these targets (``"market1501"`` or ``["last.pt", "best.pt"]``);
     None: of any target, and then never an older rrid's name (it carries no writer to check).
     Nothing but rrid's temp names is ever considered, and errors (a file another process
-    removed first, no permission) are ignored: cleaning is a courtesy.
+    removed first, no permission) are ignored: cleaning is a courtesy. The lock file a killed
+    holder left beside a target (``.NAME.rrid.lock``, :func:`lock_folder`) goes too, unless a
+    live process holds it.
     """
     wanted = None if names is None else {names} if isinstance(names, str) else set(names)
+    if wanted is not None:
+        wanted |= {temp_name(n, folder) for n in wanted}
     removed = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
+        lock = _LOCK.match(entry.name)
+        if lock and (wanted is None or lock["name"] in wanted):
+            if _remove_unheld_lock(Path(entry.path)):
+                removed.append(Path(entry.path))
+            continue
         m = _TEMP.match(entry.name) or (wanted is not None and _LEGACY.match(entry.name))
         if not m or (wanted is not None and m["name"] not in wanted):
             continue
@@ -206,14 +283,18 @@ def temp_dir(target: str | os.PathLike) -> Iterator[Path]:
 
     Stale temps of ``target`` from dead writers are removed first. The folder is deleted
     when the block raises; on success the caller moves it with :func:`move_into_place`
-    (a folder still there when the block ends is deleted too).
+    (a folder still there when the block ends is deleted too). The folder that cannot be made,
+    and a full disk or read-only file system while the block writes, are an ``OutputPathError``
+    naming ``target``.
     """
     target = real_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target.parent, target.name)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
+    with _output_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target.parent, target.name)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     try:
-        yield tmp
+        with _output_errors(target, tmp, _NO_SPACE | {errno.EROFS}):   # others name the file inside: the caller's
+            yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -232,7 +313,7 @@ def move_into_place(tmp: str | os.PathLike, target: str | os.PathLike, replace: 
     os.chmod(tmp, 0o777 & ~_umask())
     aside = None
     if replace and (target.exists() or target.is_symlink()):
-        aside = target.with_name(temp_prefix(target.name) + "old-" + secrets.token_hex(4))
+        aside = target.with_name(temp_prefix(target) + "old-" + secrets.token_hex(4))
         os.rename(target, aside)
     os.rename(tmp, target)
     if aside is not None:
@@ -241,3 +322,271 @@ def move_into_place(tmp: str | os.PathLike, target: str | os.PathLike, replace: 
         else:
             aside.unlink()
     return target
+
+
+# ----------------------------------------------------------------------------- what is at a path
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str:
+    """"a folder", "a named pipe (FIFO)", ... for an ``st_mode`` that is not a regular file's."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` is a regular file (or a link to one); else what is there instead:
+    "missing", "a broken symbolic link", "a named pipe (FIFO)", "a folder", ..."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else "missing"
+    except (OSError, ValueError) as e:
+        return f"unreadable ({one_line(getattr(e, 'strerror', None) or e, 80)})"
+    return None if stat.S_ISREG(mode) else file_kind(mode)
+
+
+# ----------------------------------------------------------------------------- errors that name the target
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# what a write into the temp file or folder can hit that is about the target's place, not the writer's input
+_WRITE_ERRNOS = _NO_SPACE | {errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _is_folder(path: str | os.PathLike, follow: bool = True) -> bool:
+    """Whether ``path`` is a folder (with ``follow=False``: itself, not a link to one); False
+    where it cannot be looked at (absent, a name too long, no permission)."""
+    try:
+        return stat.S_ISDIR(os.stat(path, follow_symlinks=follow).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or the nearest of its parents that exists."""
+    path = Path(os.path.abspath(path))
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return path
+
+
+def _blocking_file(target: Path) -> Optional[Path]:
+    """The first parent of ``target`` that exists and is not a folder (a file in the way), or None."""
+    for parent in reversed(Path(os.path.abspath(target)).parents):
+        if os.path.lexists(parent) and not _is_folder(parent):
+            return parent
+    return None
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def output_path_error(err: OSError, target: str | os.PathLike) -> OutputPathError:
+    """``err`` (raised while writing ``target`` or its temp) as one line that names ``target``:
+
+    a full disk or quota -> "No space left on device: TARGET"; a read-only file system or no
+    permission -> the folder; a parent that is a file -> that parent; a target that is a
+    folder; a name too long for the file system; anything else -> its ``strerror``.
+    """
+    if isinstance(err, OutputPathError):
+        return err
+    target = Path(target)
+    folder = _existing_ancestor(target.parent)
+    code, reason = err.errno, err.strerror or str(err) or type(err).__name__
+    blocker = _blocking_file(target)
+    if code in _NO_SPACE:
+        message = f"No space left on device: {target}"
+    elif blocker is not None and code in (errno.ENOTDIR, errno.EEXIST, errno.ENOENT, None):
+        message = f"cannot write {target}: its parent {blocker} is not a folder (a file of that name is in the way)"
+    elif code == errno.EISDIR or _is_folder(target, follow=False):
+        message = f"cannot write {target}: it is a folder; give a file name"
+    elif code == errno.EROFS or (code in (errno.EACCES, errno.EPERM) and _read_only(folder)):
+        message = f"cannot write {target}: its folder {folder} is on a read-only file system"
+    elif code in (errno.EACCES, errno.EPERM):
+        message = f"cannot write {target}: no permission to write in its folder {folder}"
+    elif code == errno.ENAMETOOLONG:
+        longest = max(Path(os.path.abspath(target)).parts, key=lambda part: len(os.fsencode(part)))
+        which = "its name" if longest == target.name else f"the folder name {one_line(longest, 40)} in it"
+        message = (f"cannot write {target}: {which} is too long for the file system there "
+                   f"({len(os.fsencode(longest))} bytes, at most {_name_max(folder)})")
+    else:
+        message = f"cannot write {target}: {reason}"
+    return OutputPathError(message, code, reason, str(target))
+
+
+@contextlib.contextmanager
+def _output_errors(target: Path, tmp: str | os.PathLike | None = None,
+                   errnos: frozenset | set = _WRITE_ERRNOS) -> Iterator[None]:
+    """Turn the OSErrors of the block into ``output_path_error(err, target)``: all of them, or
+    with ``tmp`` (the block is the caller's writer) only those of ``errnos`` on ``tmp`` or below
+    it (a missing input file the writer reads stays what it is)."""
+    try:
+        yield
+    except OutputPathError:
+        raise
+    except OSError as err:
+        if tmp is not None:
+            where = err.filename
+            about_tmp = where is None or str(where) == str(target) or str(where).startswith(str(tmp))
+            if err.errno not in errnos or not about_tmp:
+                raise
+        raise output_path_error(err, target) from err
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` if a file can be written there, else the ``OutputPathError`` writing it would
+    raise; creates nothing. Call it before long work whose result goes to ``path``.
+
+    Checked: ``path`` is not a folder; no parent of it is a file; its nearest existing folder is
+    writable and not on a read-only file system (the missing folders between can then be made);
+    every new name on the way fits the file system's limit.
+    """
+    path = Path(path)
+
+    def refuse(code: int) -> OutputPathError:
+        return output_path_error(OSError(code, os.strerror(code), str(path)), path)
+
+    if _is_folder(path, follow=False):
+        raise refuse(errno.EISDIR)
+    if _blocking_file(path) is not None:
+        raise refuse(errno.ENOTDIR)
+    folder = _existing_ancestor(path.parent)
+    if _read_only(folder):
+        raise refuse(errno.EROFS)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise refuse(errno.EACCES)
+    new = Path(os.path.abspath(path)).relative_to(folder).parts
+    if any(len(os.fsencode(part)) > _name_max(folder) for part in new):
+        raise refuse(errno.ENAMETOOLONG)
+    return path
+
+
+# ----------------------------------------------------------------------------- the folder lock
+
+_held: dict[tuple[str, int], list] = {}    # (lock file, thread) -> [fd, depth]: a holder may lock again
+
+
+def lock_path(folder: str | os.PathLike, inside: bool = True) -> Path:
+    """The lock file of ``folder``: ``folder/.rrid.lock``, or with ``inside=False``
+    ``.NAME.rrid.lock`` beside it (for a folder that is replaced by a rename, whose lock must
+    outlive it). A symbolic link at ``folder`` is followed."""
+    folder = real_target(folder)
+    return folder / LOCK_NAME if inside else folder.parent / f".{temp_name(folder.name, folder.parent)}{LOCK_NAME}"
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock file ``fd``, as one line from what its holder wrote there."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+        pid, host, command, what = (info.get(k) for k in ("pid", "host", "command", "what"))
+        doing = f", {one_line(what, 80)}" if isinstance(what, str) and what else ""
+        return f"pid {int(pid)} on {one_line(host, 60)}{doing}: {one_line(command, 160)}"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return "a process that has not said which yet"
+
+
+def _acquire(path: Path, folder: Path, wait: bool, on_wait: Optional[Callable[[str], None]]) -> int:
+    """An open descriptor of ``path`` holding its exclusive flock (see :func:`lock_folder`)."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        if os.path.islink(path):
+            raise FolderInUseError(f"cannot lock {folder}: its lock file {path} is a symbolic link; remove it")
+        with _output_errors(path):
+            fd = os.open(path, flags, 0o666)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise FolderInUseError(f"cannot lock {folder}: its lock file {path} is not a regular file; remove it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                message = f"{folder} is in use by another process ({_holder(fd)})"
+                if not wait:
+                    raise FolderInUseError(f"{message}; wait until it ends, or use another folder") from None
+                if on_wait is not None:
+                    on_wait(f"waiting: {message}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)        # the holder we waited for removed the file: lock the one now there
+
+
+def _remove_unheld_lock(path: Path) -> bool:
+    """Remove the lock file ``path`` if no process holds it (locking it while it is removed)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+            os.unlink(path)
+            return True
+    except OSError:          # held (BlockingIOError), or gone meanwhile
+        pass
+    finally:
+        os.close(fd)
+    return False
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str | os.PathLike, what: str = "", wait: bool = False, *, inside: bool = True,
+                on_wait: Optional[Callable[[str], None]] = None) -> Iterator[Path]:
+    """Hold the advisory lock of ``folder`` for the block; yield the lock file.
+
+    ``fcntl.flock`` on :func:`lock_path` (made with its folders if missing), into which the
+    holder writes its pid, host, command line and ``what`` (e.g. "building the synthetic data
+    set"). When another process holds it: with ``wait=False`` a one-line ``FolderInUseError``
+    naming the folder and that process; with ``wait=True`` this blocks until it is free
+    (``on_wait``, if given, is first called with a one-line note saying whom it waits for).
+
+    The kernel releases the lock when its holder ends, however it ends (``kill -9`` included),
+    so a stale lock never blocks; a lock file a killed holder left behind is simply locked and
+    rewritten. On release the holder removes the file while still holding it; a process that
+    was waiting on the removed file sees that and locks the current one. The same thread may
+    lock a folder it already holds (the inner block does not release it). Only processes that
+    lock are kept apart (the lock is advisory). Without ``fcntl`` (Windows) nothing is locked.
+    """
+    path = lock_path(folder, inside)
+    key = (os.path.abspath(path), threading.get_ident())
+    if fcntl is None or key in _held:
+        if key in _held:
+            _held[key][1] += 1
+        try:
+            yield path
+        finally:
+            if key in _held:
+                _held[key][1] -= 1
+        return
+    with _output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(path, Path(folder), wait, on_wait)
+    _held[key] = [fd, 1]
+    try:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv) or sys.executable,
+                "what": what, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield path
+    finally:
+        del _held[key]
+        try:
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                    os.unlink(path)
+        finally:
+            os.close(fd)            # releases the lock, whatever happened above

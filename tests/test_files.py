@@ -204,3 +204,162 @@ def test_move_into_place_replaces_a_folder_and_sets_the_mode(tmp_path):
         with temp_dir(tmp_path / "full") as tmp:
             move_into_place(tmp, tmp_path / "full", replace=False)  # never over a non-empty folder
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- long names
+
+def test_a_legal_long_name_is_written_and_its_temps_stay_within_the_limit(tmp_path):
+    """235 characters is a legal name; the temp names made from it (prefix, pid, host, random
+    part) used to pass 255 and fail. They are cut to fit and still recognised as stale temps."""
+    import errno
+    import re
+
+    from rrid.files import move_into_place, remove_stale_temps, temp_dir, temp_name, temp_prefix
+
+    name = "r" * 231 + ".pth"
+    seen = []
+    with atomic_path(tmp_path / name) as tmp:
+        seen.append(tmp.name)
+        tmp.write_bytes(b"weights")
+    with temp_dir(tmp_path / (name + "-set")) as tmp:
+        seen.append(tmp.name)
+        move_into_place(tmp, tmp_path / (name + "-set"))
+    assert (tmp_path / name).read_bytes() == b"weights" and (tmp_path / (name + "-set")).is_dir()
+    assert all(len(n.encode()) <= 255 for n in seen) and all(n.startswith(temp_prefix(tmp_path / name)[:60]) for n in seen)
+    short = temp_name(name, tmp_path)
+    assert re.fullmatch(r"r+~[0-9a-f]{8}", short) and short != temp_name("r" * 231 + ".pt", tmp_path)
+    assert temp_name("last.pt", tmp_path) == "last.pt"              # short names are spelled out, as before
+    _, _, host = _writer(temp_prefix("x"))
+    dead = _dead_pid()
+    stale = _touch(tmp_path / f".{short}.rrid-{dead}-1234-{host}.abcdefgh.tmp")
+    assert remove_stale_temps(tmp_path, [name]) == [stale]
+    with pytest.raises(OSError) as err:                              # a name the file system cannot hold
+        with atomic_write(tmp_path / ("n" * 256)) as f:
+            f.write("x")
+    assert err.value.errno == errno.ENAMETOOLONG
+    assert str(err.value) == (f"cannot write {tmp_path / ('n' * 256)}: its name is too long for the file system "
+                              f"there (256 bytes, at most 255)")
+
+
+def test_temp_names_follow_the_file_systems_own_limit(tmp_path, monkeypatch):
+    """eCryptfs takes 143 bytes: the temp names made there are cut to it."""
+    from rrid.files import temp_prefix
+
+    monkeypatch.setattr(os, "pathconf", lambda path, what: 143 if what == "PC_NAME_MAX" else os.pathconf(path, what))
+    name = "m" * 120 + ".onnx"
+    with atomic_path(tmp_path / name) as tmp:
+        assert len(tmp.name.encode()) <= 143 and tmp.name.startswith(temp_prefix(tmp_path / name))
+        tmp.write_bytes(b"x")
+    assert os.listdir(tmp_path) == [name]
+
+
+# ----------------------------------------------------------------------------- errors name the user's file
+
+def _fail(err):
+    def fail(*args, **kwargs):
+        raise err
+    return fail
+
+
+def test_a_full_disk_names_the_target_not_the_temp(tmp_path):
+    import errno
+
+    from rrid.errors import OutputPathError, UserError
+    from rrid.files import describe_write_error
+
+    target = tmp_path / "metrics.json"
+    with pytest.raises(OutputPathError) as err:
+        with atomic_write(target) as f:
+            f.write("half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))     # what f.write raises on a full disk
+    assert str(err.value) == f"No space left on device: {target}" and isinstance(err.value, UserError)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert describe_write_error(err.value) == "No space left on device"   # what the checkpoint writer reads
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(FileNotFoundError):                          # the writer's own input: not dressed up
+        with atomic_path(target) as tmp:
+            import shutil
+            shutil.copyfile(tmp_path / "absent.pt", tmp)
+
+
+def test_folders_that_cannot_take_the_file_are_named(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from rrid.errors import OutputPathError
+    from rrid.files import temp_dir
+
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder is expected")
+    cases = {
+        blocker / "eval.json": f"cannot write {blocker / 'eval.json'}: its parent {blocker} is not a folder (a file "
+                               "of that name is in the way)",
+        blocker / "sub" / "eval.json": f"cannot write {blocker / 'sub' / 'eval.json'}: its parent {blocker} is not a "
+                                       "folder (a file of that name is in the way)",
+        tmp_path: f"cannot write {tmp_path}: it is a folder; give a file name",
+    }
+    for target, expected in cases.items():
+        with pytest.raises(OutputPathError) as err:
+            with atomic_write(target) as f:
+                f.write("x")
+        assert str(err.value) == expected
+    with pytest.raises(OutputPathError, match=rf"^cannot write {blocker / 'set'}: its parent {blocker} is not a folder"):
+        with temp_dir(blocker / "set"):
+            pass
+    for code, expected in ((errno.EROFS, f"cannot write {tmp_path / 'x.csv'}: its folder {tmp_path} is on a "
+                                         "read-only file system"),
+                           (errno.EACCES, f"cannot write {tmp_path / 'x.csv'}: no permission to write in its folder "
+                                          f"{tmp_path}")):
+        monkeypatch.setattr(tempfile, "mkstemp", _fail(OSError(code, os.strerror(code), str(tmp_path / ".x.tmp"))))
+        with pytest.raises(OutputPathError) as err:
+            with atomic_write(tmp_path / "x.csv") as f:
+                f.write("x")
+        assert str(err.value) == expected and err.value.errno == code and ".tmp" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in any folder")
+def test_a_folder_without_write_permission_is_named(tmp_path):
+    from rrid.errors import OutputPathError
+    from rrid.files import check_output_path
+
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o500)
+    try:
+        for call in (lambda: atomic_write(folder / "x.csv").__enter__(), lambda: check_output_path(folder / "x.csv")):
+            with pytest.raises(OutputPathError, match=rf"^cannot write {folder / 'x.csv'}: no permission to write in "
+                                                      rf"its folder {folder}$"):
+                call()
+    finally:
+        folder.chmod(0o700)
+
+
+def test_check_output_path_refuses_before_any_work_and_creates_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from rrid.errors import OutputPathError
+    from rrid.files import check_output_path
+
+    (tmp_path / "file").write_text("x")
+    good = tmp_path / "new" / "deeper" / "eval.json"
+    assert check_output_path(good) == good and not (tmp_path / "new").exists()
+    bad = {
+        tmp_path / "file" / "eval.json": "its parent",
+        tmp_path: "it is a folder",
+        tmp_path / ("d" * 300) / "eval.json": "the folder name ddddddddddddddddddddddddddddddddddddd... in it is too "
+                                              "long for the file system there (300 bytes, at most 255)",
+        tmp_path / ("e" * 256): "its name is too long for the file system there (256 bytes, at most 255)",
+    }
+    for path, expected in bad.items():
+        with pytest.raises(OutputPathError) as err:
+            check_output_path(path)
+        assert str(err.value).startswith(f"cannot write {path}: ") and expected in str(err.value)
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly())
+    with pytest.raises(OutputPathError, match=rf"its folder {tmp_path} is on a read-only file system") as err:
+        check_output_path(good)
+    assert err.value.errno == errno.EROFS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -16,6 +16,11 @@ rank of the true matches). Duke and CUHK03-NP use the same naming without the se
 Nothing is skipped silently: a missing folder, a file name that does not parse, an empty
 split, a query that cannot be matched and an unreadable image are errors that name what
 is wrong. ``skip_bad=True`` turns the last three kinds into warnings.
+
+Only regular files (or links to them) are read as images: a named pipe, socket, device,
+folder or broken link with an image's name is an error naming it (opening a pipe would wait
+forever), and so is an image of more pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89
+million; a small file can declare billions and take gigabytes to decode).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 from PIL import Image
 
-from rrid.errors import DatasetError
+from rrid.errors import DatasetError, listing, one_line, short_repr
+from rrid.files import file_kind, file_problem
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 _NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+)?(?:_[^/]*)?\.(?:jpe?g|png)$", re.IGNORECASE)
@@ -53,12 +60,6 @@ def parse_name(filename: str) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2)) - 1
 
 
-def _listing(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(str(n) for n in names[:limit])
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return f"{len(names)}: {shown}{more}"
-
-
 def require_path(value, what: str) -> Path:
     """``Path(value)``; refuse an empty string, which ``Path`` would silently read as the working directory."""
     if value is None or not str(value).strip():
@@ -72,13 +73,39 @@ def _complain(message: str, skip_bad: bool) -> None:
     warnings.warn(message + " (skipped because skip_bad=True)", stacklevel=3)
 
 
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """The image at ``path``, decoded (``load()`` done) and its file closed.
+
+    A DatasetError naming the file when it is not a regular file (checked on the open file, which
+    is opened without waiting, so a named pipe never blocks), cannot be decoded or is truncated, or
+    has more pixels than ``Image.MAX_IMAGE_PIXELS`` (PIL's decompression-bomb warning, and error
+    above twice that, both refused here).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read image {path}: {one_line(getattr(e, 'strerror', None) or e, 120)}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DatasetError(f"image {path} is {file_kind(mode)}, not a regular file; remove it or put the image there")
+    with open(fd, "rb") as f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(f)
+                im.load()
+                return im
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+            raise DatasetError(f"image {path} has too many pixels ({one_line(str(e), 200)}); at most "
+                               f"{Image.MAX_IMAGE_PIXELS:,} are read (PIL.Image.MAX_IMAGE_PIXELS)") from None
+        except (OSError, SyntaxError, ValueError) as e:  # PIL raises OSError for truncation
+            raise DatasetError(f"cannot decode image {path}: {one_line(str(e), 200)}") from e
+
+
 def check_image(path: str | Path) -> None:
     """Decode ``path`` fully; raise DatasetError naming the file if it is unreadable or truncated."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except (OSError, SyntaxError, ValueError) as e:  # PIL raises OSError for truncation
-        raise DatasetError(f"cannot decode image {path}: {e}") from e
+    read_image(path)
 
 
 class ReIDDataset:
@@ -124,7 +151,7 @@ class ReIDDataset:
         if bad:
             _complain(
                 f"{self.name}: query images whose identity has no gallery image from another camera "
-                f"({_listing([Path(r.path).name for r in bad])}) in {self.location}",
+                f"({listing([Path(r.path).name for r in bad])}) in {self.location}",
                 self.skip_bad,
             )
         unmatched = set(bad)
@@ -158,20 +185,34 @@ SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bo
 
 
 def read_folder(folder: Path, num_cameras: int, skip_bad: bool = False) -> list[ImageRecord]:
-    """All images in one Market-style folder as records with the raw pids (junk -1 included)."""
-    records, bad = [], []
-    for f in sorted(folder.iterdir()):
-        if f.suffix.lower() not in IMAGE_SUFFIXES:
+    """All images in one Market-style folder as records with the raw pids (junk -1 included).
+
+    An entry with an image's name that is not a regular file (or a link to one) is an error
+    naming it, as is a name that does not parse (``skip_bad``: warnings, and skipped)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        raise DatasetError(f"cannot read the folder {folder}: {e.strerror or e}") from None
+    records, bad, special = [], [], []
+    for entry in entries:
+        if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
             continue  # Thumbs.db, README and the like
-        parsed = parse_name(f.name)
-        if parsed is None or not 0 <= parsed[1] < num_cameras:
-            bad.append(f.name)
+        problem = file_problem(entry.path)
+        if problem is not None:
+            special.append(f"{entry.name} ({problem})")
             continue
-        records.append(ImageRecord(str(f), *parsed))
+        parsed = parse_name(entry.name)
+        if parsed is None or not 0 <= parsed[1] < num_cameras:
+            bad.append(entry.name)
+            continue
+        records.append(ImageRecord(str(folder / entry.name), *parsed))
+    if special:
+        _complain(f"entries of {folder} named like images that are not regular files ({listing(special)}); "
+                  "remove them or put the images there", skip_bad)
     if bad:
         _complain(
             f"file names in {folder} that do not read as PPPP_cC..._.jpg with camera 1..{num_cameras} "
-            f"({_listing(bad)})",
+            f"({listing(bad)})",
             skip_bad,
         )
     return records
@@ -220,7 +261,7 @@ class MarketStyle(ReIDDataset):
                     f"unpacks). {cls.source}")
         if complete:
             raise DatasetError(f"{cls.name}: {root} holds several data set folders "
-                               f"({', '.join(d.name for d in complete)}); point the root at one of them")
+                               f"({listing(d.name for d in complete)}); point the root at one of them")
         partial = max([root, *inner], key=lambda d: len(present(d)))
         if present(partial):
             missing = ", ".join(f"{partial}/{f}/" for f in SPLIT_FOLDERS.values() if f not in present(partial))
@@ -271,7 +312,7 @@ class CUHK03NP(MarketStyle):
 
     def __init__(self, root, variant="labeled", verify_images=False, skip_bad=False):
         if variant not in ("labeled", "detected"):
-            raise DatasetError(f"CUHK03NP variant must be 'labeled' or 'detected', got {variant!r}")
+            raise DatasetError(f"CUHK03NP variant must be 'labeled' or 'detected', got {short_repr(variant)}")
         root = require_path(root, "CUHK03-NP root")
         for candidate in (root / "cuhk03-np" / variant, root / variant, root):
             if all((candidate / f).is_dir() for f in SPLIT_FOLDERS.values()):
@@ -305,10 +346,14 @@ class ImageList(ReIDDataset):
     def __init__(self, csv_path, verify_images=False, skip_bad=False):
         csv_path = require_path(csv_path, "image list path")
         self.csv_path = csv_path
-        if not csv_path.is_file():
+        problem = file_problem(csv_path)
+        if problem == "missing":
             raise DatasetError(f"image list {csv_path} not found (a CSV with columns path,pid,camid,split)")
+        if problem is not None:
+            raise DatasetError(f"image list {csv_path} is {problem}, not a regular file (a CSV with columns "
+                               "path,pid,camid,split)")
         splits: dict[str, list[ImageRecord]] = {"train": [], "query": [], "gallery": []}
-        bad, missing, repeated = [], [], []
+        bad, missing, special, repeated = [], [], [], []
         first_line: dict[str, int] = {}
         try:
             with open(csv_path, newline="", encoding="utf-8-sig") as f:
@@ -316,7 +361,7 @@ class ImageList(ReIDDataset):
                 fields = [name.strip() for name in reader.fieldnames or []]
                 if not {"path", "pid", "camid", "split"} <= set(fields):
                     raise DatasetError(f"{csv_path}: header must name the columns path,pid,camid,split, "
-                                       f"got {reader.fieldnames}")
+                                       f"got {short_repr(reader.fieldnames, 200)}")
                 reader.fieldnames = fields
                 for row in reader:
                     line = reader.line_num  # the row's last physical line (a quoted field may span lines)
@@ -329,8 +374,10 @@ class ImageList(ReIDDataset):
                         continue
                     path = Path(row["path"])
                     path = path if path.is_absolute() else csv_path.parent / path
-                    if not path.is_file():
-                        missing.append(str(path))
+                    problem = file_problem(path)
+                    if problem is not None:
+                        (missing if problem == "missing" else special).append(
+                            str(path) if problem == "missing" else f"line {line}: {path} ({problem})")
                         continue
                     key = os.path.realpath(path)
                     if key in first_line:
@@ -346,12 +393,14 @@ class ImageList(ReIDDataset):
             raise DatasetError(f"{csv_path}: not a readable CSV ({e})") from None
         if bad:
             _complain(f"{csv_path}: rows that need a path, an integer pid, camid >= 0 and split in train/query/gallery "
-                      f"({_listing(bad)})", skip_bad)
+                      f"({listing(bad)})", skip_bad)
         if missing:
-            _complain(f"{csv_path}: image files not found ({_listing(missing)})", skip_bad)
+            _complain(f"{csv_path}: image files not found ({listing(missing)})", skip_bad)
+        if special:
+            _complain(f"{csv_path}: rows whose image is not a regular file ({listing(special)})", skip_bad)
         if repeated:
             _complain(f"{csv_path}: images listed more than once, which would count them twice in training and "
-                      f"evaluation ({_listing(repeated)})", skip_bad)
+                      f"evaluation ({listing(repeated)})", skip_bad)
         super().__init__(csv_path.parent, **splits, verify_images=verify_images, skip_bad=skip_bad)
 
     @property

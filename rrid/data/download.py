@@ -14,6 +14,11 @@
   into place: ``dest`` is never half-filled.
 * ``prepare(source, root, check=...)``: URL or local archive -> checksum -> unpacked ->
   folder tree checked -> renamed to ``root``. ``prepare_market1501`` is it for Market-1501.
+  Two processes preparing the same root do not mix: the second waits for the first
+  (``rrid.files.lock_folder``) and then finds the data set ready.
+
+A file these functions read or resume (the archive, ``dest``, ``dest.part``) must be a regular
+file: a named pipe or device there is an error naming it (reading it could wait forever).
 
 Nothing in the tests or the book downloads anything; users bring the files.
 """
@@ -29,6 +34,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import time
 import zipfile
@@ -37,7 +43,8 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 from urllib.parse import urlsplit
 
-from ..files import move_into_place, real_target, remove_stale_temps, temp_dir
+from ..errors import one_line, short_repr
+from ..files import file_problem, lock_folder, move_into_place, real_target, remove_stale_temps, temp_dir
 from .datasets import DatasetError, Market1501
 
 # Market-1501-v15.09.15.zip, as recorded by the open-reid project (official-code-notes.md).
@@ -70,7 +77,18 @@ class DownloadError(DatasetError):
     """A URL could not be fetched; the message names the URL, the cause and what to do."""
 
 
+def _require_regular(path: Path, what: str, absent_ok: bool = False) -> None:
+    """Refuse ``path`` unless it is a regular file (or, with ``absent_ok``, absent)."""
+    problem = file_problem(path)
+    if problem is None or (absent_ok and problem == "missing"):
+        return
+    if problem == "missing":
+        raise DatasetError(f"{what} {path} not found")
+    raise DatasetError(f"{what} {path} is {problem}, not a regular file; remove it or give another path")
+
+
 def file_hash(path, algorithm: str) -> str:
+    _require_regular(Path(path), "file")
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
@@ -101,6 +119,9 @@ def download(url: str, dest, sha256: str | None = None, md5: str | None = None, 
     On a network failure the ``.part`` file is kept, and the next call resumes it.
     """
     dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    _require_regular(dest, "download target", absent_ok=True)
+    _require_regular(part, "partial download", absent_ok=True)
     if dest.exists():
         try:
             verify_checksum(dest, sha256, md5)
@@ -108,7 +129,6 @@ def download(url: str, dest, sha256: str | None = None, md5: str | None = None, 
         except ChecksumError:
             dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     if not resume:
         part.unlink(missing_ok=True)
     try:
@@ -136,10 +156,13 @@ def _copy_file_url(url: str, part: Path) -> None:
     from urllib.request import url2pathname
 
     source = Path(url2pathname(urlsplit(url).path))
+    problem = file_problem(source)
+    if problem is not None:
+        raise DownloadError(f"cannot download {url}: {source} is {problem}, expected a regular file")
     try:
         shutil.copyfile(source, part)
     except OSError as e:
-        raise DownloadError(f"cannot download {url}: {e.strerror} ({source})") from None
+        raise DownloadError(f"cannot download {url}: {one_line(e.strerror or e, 120)} ({source})") from None
 
 
 class _Restart(Exception):
@@ -314,6 +337,11 @@ def _failure(url: str, reason, part: Path, connect: float, read: float, retries:
 
 # ----------------------------------------------------------------------------- archives
 
+def _shown(name: str) -> str:
+    """An archive member's name as messages show it: repr, one line, at most 300 characters."""
+    return short_repr(name, 300)
+
+
 def _member_path(name: str, archive: Path, dest: Path) -> PurePosixPath | None:
     """The relative path an archive member unpacks to; refuse absolute paths, '..' and control characters.
 
@@ -321,14 +349,14 @@ def _member_path(name: str, archive: Path, dest: Path) -> PurePosixPath | None:
     archive's top folder itself (``./``).
     """
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise UnsafeArchiveError(f"{archive}: member {name!r} has control characters in its name; refused")
+        raise UnsafeArchiveError(f"{archive}: member {_shown(name)} has control characters in its name; refused")
     n = name.replace("\\", "/")
     if n.startswith("/") or re.match(r"[A-Za-z]:", n):
-        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path and would be written "
+        raise UnsafeArchiveError(f"{archive}: member {_shown(name)} has an absolute path and would be written "
                                  f"outside {dest}; refused")
     parts = [p for p in n.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise UnsafeArchiveError(f"{archive}: member {name!r} would be written outside {dest}; refused")
+        raise UnsafeArchiveError(f"{archive}: member {_shown(name)} would be written outside {dest}; refused")
     return PurePosixPath(*parts) if parts else None
 
 
@@ -350,7 +378,7 @@ class _Budget:
             return
         parents = set(rel.parents) - {PurePosixPath(".")}
         if rel in self.files or (not is_dir and rel in self.dirs) or parents & self.files:
-            raise UnsafeArchiveError(f"{self.archive}: member {name!r} clashes with another member of the same "
+            raise UnsafeArchiveError(f"{self.archive}: member {_shown(name)} clashes with another member of the same "
                                      "path; refused")
         (self.dirs if is_dir else self.files).add(rel)
         self.dirs |= parents
@@ -370,10 +398,11 @@ def _write(src, path: Path, expected: int, budget: _Budget, archive: Path, name:
             budget.add(len(chunk))
             written += len(chunk)
             if written > expected:
-                raise CorruptArchiveError(f"{archive}: member {name!r} holds more than its declared {expected:,} bytes")
+                raise CorruptArchiveError(f"{archive}: member {_shown(name)} holds more than its declared "
+                                          f"{expected:,} bytes")
             out.write(chunk)
     if written != expected:
-        raise CorruptArchiveError(f"{archive} is truncated or corrupt: member {name!r} has {written:,} of its "
+        raise CorruptArchiveError(f"{archive} is truncated or corrupt: member {_shown(name)} has {written:,} of its "
                                   f"{expected:,} bytes; download it again")
 
 
@@ -390,10 +419,10 @@ def _unpack_zip(archive: Path, tmp: Path, dest: Path, budget: _Budget) -> None:
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the writer recorded no Unix file type
             is_dir = info.is_dir() or kind == stat.S_IFDIR
             if kind == stat.S_IFLNK:
-                raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a symbolic link; refused "
+                raise UnsafeArchiveError(f"{archive}: member {_shown(info.filename)} is a symbolic link; refused "
                                          "(data set archives hold only files and folders)")
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is not a regular file or folder "
+                raise UnsafeArchiveError(f"{archive}: member {_shown(info.filename)} is not a regular file or folder "
                                          "(a device, FIFO or other special member); refused")
             budget.member(rel, is_dir, info.filename)
         for info in infos:
@@ -407,7 +436,8 @@ def _unpack_zip(archive: Path, tmp: Path, dest: Path, budget: _Budget) -> None:
             try:
                 src = zf.open(info)
             except (RuntimeError, NotImplementedError) as e:  # encrypted, or an unknown compression method
-                raise DatasetError(f"{archive}: cannot read member {info.filename!r}: {e}") from None
+                raise DatasetError(f"{archive}: cannot read member {_shown(info.filename)}: "
+                                   f"{one_line(str(e), 200)}") from None
             with src:
                 _write(src, tmp / rel, info.file_size, budget, archive, info.filename)
 
@@ -471,16 +501,17 @@ def _unpack_tar(archive: Path, tmp: Path, dest: Path, budget: _Budget) -> None:
             rel = _member_path(m.name, archive, dest)
             if m.issym() or m.islnk():
                 kind = "symbolic" if m.issym() else "hard"
-                raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a {kind} link to {m.linkname!r}; refused "
-                                         "(data set archives hold only files and folders)")
+                raise UnsafeArchiveError(f"{archive}: member {_shown(m.name)} is a {kind} link to "
+                                         f"{_shown(m.linkname)}; refused (data set archives hold only files and "
+                                         "folders)")
             if not (m.isreg() or m.isdir()):
-                raise UnsafeArchiveError(f"{archive}: member {m.name!r} is not a regular file or folder "
+                raise UnsafeArchiveError(f"{archive}: member {_shown(m.name)} is not a regular file or folder "
                                          "(a device, FIFO or other special member); refused")
             if data_filter is not None and rel is not None:
                 try:
                     data_filter(m, str(tmp))
                 except tarfile.FilterError as e:
-                    raise UnsafeArchiveError(f"{archive}: member {m.name!r} refused: {e}") from None
+                    raise UnsafeArchiveError(f"{archive}: member {_shown(m.name)} refused: {e}") from None
             budget.member(rel, m.isdir(), m.name)
             if rel is None:
                 continue
@@ -496,6 +527,7 @@ def _unpack_tar(archive: Path, tmp: Path, dest: Path, budget: _Budget) -> None:
 
 def _archive_kind(archive: Path) -> str:
     """``"zip"`` or ``"tar"``; a truncated or corrupt archive is named as such."""
+    _require_regular(archive, "archive")
     try:
         with open(archive, "rb") as f:
             head = f.read(512)
@@ -534,7 +566,7 @@ def extract(archive, dest, check: Callable[[Path], object] | None = None, *,
         if target.exists() and not target.is_dir():
             raise DatasetError(f"cannot unpack {archive} into {dest}: it exists and is not a folder")
         if target.is_dir() and any(target.iterdir()):
-            shown = ", ".join(sorted(p.name for p in target.iterdir())[:5])
+            shown = ", ".join(one_line(name, 100) for name in sorted(p.name for p in target.iterdir())[:5])
             raise DatasetError(f"cannot unpack {archive} into {dest}: the folder exists and is not empty ({shown}); "
                                "remove it or choose another folder")
         kind = _archive_kind(archive)
@@ -573,29 +605,46 @@ def prepare(source, root, check: Callable[[Path], object], archive_name: str, *,
     ``check(folder)`` raises DatasetError unless ``folder`` holds the expected tree (e.g.
     ``Market1501.locate``). Nothing happens if ``root`` already passes it. A URL is
     downloaded to ``root``'s folder as ``archive_name``; the checksum is verified, the
-    archive unpacked beside ``root``, checked there, and renamed to ``root``.
+    archive unpacked beside ``root``, checked there, and renamed to ``root``. The work is done
+    holding the lock of ``root`` (``rrid.files.lock_folder``, beside it): a second process
+    preparing it waits, says so on stderr, and then finds it ready.
     """
     root = Path(root)
     remove_stale_temps(real_target(root).parent, real_target(root).name)  # a killed run's temp folders
+    if _ready(root, check):
+        return root
+    with lock_folder(root, f"preparing {what}", wait=True, inside=False,
+                     on_wait=lambda note: print(note, file=sys.stderr, flush=True)):
+        if _ready(root, check):              # prepared by the process this one waited for
+            return root
+        archive = _archive(source, root, archive_name, what, md5=md5, sha256=sha256,
+                           max_download_bytes=max_download_bytes, timeout=timeout, retries=retries)
+        extract(archive, root, check=check)
+    return root
+
+
+def _ready(root: Path, check: Callable[[Path], object]) -> bool:
     try:
         check(root)
-        return root
+        return True
     except DatasetError:
-        pass
+        return False
+
+
+def _archive(source, root: Path, archive_name: str, what: str, *, md5, sha256, max_download_bytes, timeout,
+             retries) -> Path:
+    """The local archive of ``source``: downloaded beside ``root`` (a URL) or checked where it is."""
     source = str(source)
     if "://" in source:
-        archive = download(source, real_target(root).parent / archive_name, md5=md5, sha256=sha256,
-                           timeout=timeout, retries=retries, max_bytes=max_download_bytes)
-    else:
-        archive = Path(source).expanduser()
-        if archive.is_dir():
-            raise DatasetError(f"{archive} is a folder, not an archive: if it holds {what} already unpacked, "
-                               "point the root (data.root, --root) at it")
-        if not archive.is_file():
-            raise DatasetError(f"{what} archive {archive} not found")
-        verify_checksum(archive, md5=md5, sha256=sha256)
-    extract(archive, root, check=check)
-    return root
+        return download(source, real_target(root).parent / archive_name, md5=md5, sha256=sha256,
+                        timeout=timeout, retries=retries, max_bytes=max_download_bytes)
+    archive = Path(source).expanduser()
+    if archive.is_dir():
+        raise DatasetError(f"{archive} is a folder, not an archive: if it holds {what} already unpacked, "
+                           "point the root (data.root, --root) at it")
+    _require_regular(archive, f"{what} archive")
+    verify_checksum(archive, md5=md5, sha256=sha256)
+    return archive
 
 
 def prepare_market1501(source, root, md5: str | None = MARKET1501_MD5, **kw) -> Path:

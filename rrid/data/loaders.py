@@ -17,18 +17,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .datasets import DatasetError, ImageRecord, ReIDDataset
+from .datasets import ImageRecord, ReIDDataset, read_image
 from .sampler import PKSampler
 from .transforms import build_transforms
 
 
 def load_image(path: str) -> np.ndarray:
-    """Decode ``path`` to an (H, W, 3) uint8 array; DatasetError naming the file if it cannot."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"cannot decode image {path}: {e}") from e
+    """Decode ``path`` to an (H, W, 3) uint8 array; DatasetError naming the file if it cannot
+    (not a regular file, not an image, truncated, more pixels than ``Image.MAX_IMAGE_PIXELS``)."""
+    with read_image(path) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 class ImageDataset(Dataset):

@@ -14,7 +14,8 @@ code holds the last 100 of them, in sorted order, out for validation: ``data.val
 query and gallery are the exact lists of ``test.json``, as their evaluation reads them.
 As in ``Market1501``, pid -1 (junk) is dropped and pid 0 (distractors) is kept in the gallery
 only; a missing file, a bad name, an empty split or a query without a match is an error that
-names it (``skip_bad=True`` makes the last kinds warnings).
+names it (``skip_bad=True`` makes the last kinds warnings). The JSON files are read only up to
+``MAX_JSON_BYTES`` (the authors' meta.json is about 1 MB), and an entry is shown shortened.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ import json
 import re
 from pathlib import Path
 
-from .datasets import DatasetError, ImageRecord, ReIDDataset, _complain, _listing
+from ..errors import listing, one_line, short_repr
+from ..files import file_problem
+from .datasets import DatasetError, ImageRecord, ReIDDataset, _complain
 from .download import prepare
 
 OPENREID_FILES = ("images/", "meta.json", "splits.json", "test.json")
+MAX_JSON_BYTES = 64 << 20
 _NAME = re.compile(r"^\d{8}_\d{2}_\d{4}\.(?:jpe?g|png)$", re.IGNORECASE)
 
 
@@ -55,17 +59,19 @@ class OpenReID(ReIDDataset):
         if not isinstance(test, list) or not test or not isinstance(test[0], dict):
             raise DatasetError(f"{root / 'test.json'}: expected [{{'query': [...], 'gallery': [...]}}]")
 
-        bad, missing = [], []
+        bad, missing, special = [], [], []
 
         def record(entry, where):
-            """ImageRecord of [file name, pid, camid], or None (noted in bad / missing)."""
+            """ImageRecord of [file name, pid, camid], or None (noted in bad / missing / special)."""
             fname, pid, camid = entry if isinstance(entry, (list, tuple)) and len(entry) == 3 else (None, None, None)
             if not (isinstance(fname, str) and _NAME.match(fname) and isinstance(pid, int)
                     and isinstance(camid, int) and camid >= 0):
-                bad.append(f"{where} {entry!r}"[:100])
+                bad.append(f"{where} {short_repr(entry, 80)}")
                 return None
-            if not (images / fname).is_file():
-                missing.append(fname)
+            problem = file_problem(images / fname)
+            if problem is not None:
+                (missing if problem == "missing" else special).append(
+                    fname if problem == "missing" else f"{fname} ({problem})")
                 return None
             return ImageRecord(str(images / fname), pid, camid)
 
@@ -86,15 +92,18 @@ class OpenReID(ReIDDataset):
             split[part] = [record(entry, f"test.json {part}") for entry in entries]
         if bad:
             _complain(f"entries of {root} that are not [{{pid:08d}}_{{cam:02d}}_{{index:04d}}.jpg, pid, camid] "
-                      f"({_listing(bad)})", skip_bad)
+                      f"({listing(bad)})", skip_bad)
         if missing:
-            _complain(f"image files not found in {images} ({_listing(missing)})", skip_bad)
+            _complain(f"image files not found in {images} ({listing(missing)})", skip_bad)
+        if special:
+            _complain(f"entries of {images} named in the JSON files that are not regular files ({listing(special)}); "
+                      "remove them or put the images there", skip_bad)
         train = [r for r in train if r is not None]
         query = [r for r in split["query"] if r is not None and r.pid > 0]      # junk and distractors: gallery only
         gallery = [r for r in split["gallery"] if r is not None and r.pid != -1]
         overlap = {r.pid for r in train} & {r.pid for r in query + gallery}
         if overlap:
-            raise DatasetError(f"{root}: identities in both trainval and test.json ({_listing(sorted(overlap))})")
+            raise DatasetError(f"{root}: identities in both trainval and test.json ({listing(sorted(overlap))})")
         self.split_id = split_id
         super().__init__(root, train, query, gallery, verify_images=verify_images, skip_bad=skip_bad)
 
@@ -118,10 +127,25 @@ class OpenReID(ReIDDataset):
 
 
 def _read_json(path: Path):
+    """The JSON in ``path``; a one-line DatasetError if it is not a regular file, is larger than
+    ``MAX_JSON_BYTES``, is not UTF-8 JSON, or nests too deep for Python's parser."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise DatasetError(f"cannot read {path}: it is {problem}, expected a JSON file")
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read {path}: {e}") from None
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise DatasetError(f"cannot read {path}: it is larger than {MAX_JSON_BYTES:,} bytes (the authors' meta.json "
+                           "is about 1 MB)")
+    try:
+        return json.loads(data)
+    except ValueError as e:                       # JSONDecodeError, UnicodeDecodeError
+        raise DatasetError(f"cannot read {path}: {one_line(str(e), 200)}") from None
+    except RecursionError:
+        raise DatasetError(f"cannot read {path}: its JSON nests too deep (open-reid files nest 3 deep)") from None
 
 
 def prepare_openreid(source, root, md5: str | None = None, **kw) -> Path:

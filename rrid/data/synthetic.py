@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,11 +37,72 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from ..files import move_into_place, real_target, remove_stale_temps, temp_dir
-from .datasets import IMAGE_SUFFIXES, SPLIT_FOLDERS, DatasetError, require_path
+from ..errors import one_line, short_repr
+from ..files import file_problem, lock_folder, move_into_place, real_target, remove_stale_temps, temp_dir
+from .datasets import IMAGE_SUFFIXES, SPLIT_FOLDERS, DatasetError, MarketStyle, require_path
 
 RENDERER_VERSION = 1
 PARAMS_FILE = "synthetic.json"
+MAX_MANIFEST_BYTES = 1 << 16     # synthetic.json: about 300 bytes
+
+# The parameters of generate() / ensure() and what they may be (check_parameters).
+DEFAULTS = dict(seed=0, num_train_ids=150, num_test_ids=150, images_per_id=10, num_cameras=6, size=(128, 64),
+                num_junk=None, num_distractors=None, quality=90, progress=False)
+MAX_IDS = 2000      # train + test: identity_attributes compares every pair (N x N x 10), 6 s at 1,500
+INT_RANGES = {      # parameter: (smallest, largest, why)
+    "seed": (0, 2**32 - 1, "numpy's seeds"),
+    "num_train_ids": (2, MAX_IDS, ""),      # a split of one identity cannot be repaired by identity_attributes
+    "num_test_ids": (2, MAX_IDS, ""),
+    "images_per_id": (4, 1000, "two cameras, two images each"),
+    "num_cameras": (2, MarketStyle.num_camera_ids, "the Market-1501 reader takes cameras c1..c6"),
+    "num_junk": (0, 10_000, "or null"),
+    "num_distractors": (0, 10_000, "or null"),
+    "quality": (1, 100, "JPEG quality"),
+}
+SIZE_RANGE = (16, 512)     # pixels, height and width: the drawing needs 16; the noise bank grows as H x W
+
+
+def check_parameters(params: dict, where: str = "", names: dict | None = None) -> None:
+    """Refuse synthetic-set parameters ``generate`` cannot use, before anything is drawn.
+
+    ``params``: keyword arguments of :func:`generate` (``seed``, ``num_train_ids``, ...); a
+    one-line DatasetError names the parameter (``where`` + its name, or ``names[name]``; the
+    size's are ``size.height`` and ``size.width``), its allowed range and the value given.
+    """
+    names = names or {}
+
+    def refuse(name: str, expected: str, value) -> DatasetError:
+        return DatasetError(f"{names.get(name, where + name)} must be {expected}, got {short_repr(value)}")
+
+    if not isinstance(params, dict):
+        raise DatasetError(f"{where.rstrip('.') or 'the synthetic parameters'} must be a mapping of parameters "
+                           f"({', '.join(DEFAULTS)}), got {short_repr(params)}")
+    unknown = [k for k in params if k not in DEFAULTS]
+    if unknown:
+        raise DatasetError(f"{where}{one_line(unknown[0], 60)} is not a parameter of the synthetic set; "
+                           f"expected one of {', '.join(DEFAULTS)}")
+    values = {**DEFAULTS, **params}
+    for name, (low, high, why) in INT_RANGES.items():
+        value = values[name]
+        if value is None and why == "or null":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise refuse(name, f"an integer in {low}..{high}" + (f" ({why})" if why else ""), value)
+    train, test = values["num_train_ids"], values["num_test_ids"]
+    if train + test > MAX_IDS:
+        shown = " + ".join(names.get(n, where + n) for n in ("num_train_ids", "num_test_ids"))
+        raise DatasetError(f"{shown} must be at most {MAX_IDS} (every pair of identities is compared), "
+                           f"got {train} + {test}")
+    size = values["size"]
+    if not isinstance(size, (list, tuple)) or len(size) != 2:
+        raise refuse("size", "[height, width] in pixels", size)
+    for side, value in zip(("height", "width"), size):
+        if isinstance(value, bool) or not isinstance(value, int) or not SIZE_RANGE[0] <= value <= SIZE_RANGE[1]:
+            raise DatasetError(f"{names.get('size.' + side, f'{where}size ({side})')} must be an integer in "
+                               f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]} pixels, got {short_repr(value)}")
+    if not isinstance(values["progress"], bool):
+        raise refuse("progress", "true or false", values["progress"])
+
 
 # Each attribute: its values (name, colour or shape parameter). Palette sizes set how
 # confusable the set is: with n identities each value is worn by about n / len(values).
@@ -378,12 +440,32 @@ def generate(out_dir, seed: int = 0, num_train_ids: int = 150, num_test_ids: int
     set is renamed aside first and deleted after). A kill at any moment leaves ``out_dir``
     complete (old or new) or absent, never partial. Only an empty folder or an earlier
     synthetic set (one holding ``synthetic.json``) is replaced; anything else is refused.
+    Parameters out of range are refused first (:func:`check_parameters`); a build of the same
+    folder in another process is waited for (the lock of :func:`rrid.files.lock_folder`).
     """
     out_dir = require_path(out_dir, "synthetic data set folder")
+    check_parameters(dict(seed=seed, num_train_ids=num_train_ids, num_test_ids=num_test_ids,
+                          images_per_id=images_per_id, num_cameras=num_cameras, size=size, num_junk=num_junk,
+                          num_distractors=num_distractors, quality=quality, progress=progress))
     params = _params(seed, num_train_ids, num_test_ids, images_per_id, num_cameras, size, num_junk, num_distractors, quality)
-    items = plan(seed, num_train_ids, num_test_ids, images_per_id, num_cameras, num_junk, num_distractors)
+    with _build_lock(out_dir):
+        _check_replaceable(out_dir)
+        return _write_set(out_dir, params, progress)
+
+
+def _build_lock(out_dir):
+    """The lock every build of ``out_dir`` holds (beside it: the folder itself is replaced by a rename);
+    a second build waits for the first and says so on stderr."""
+    return lock_folder(out_dir, "building the synthetic data set", wait=True, inside=False,
+                       on_wait=lambda note: print(note, file=sys.stderr, flush=True))
+
+
+def _write_set(out_dir: Path, params: dict, progress: bool) -> Path:
+    """The images and manifest of ``params`` into a temp folder, then moved to ``out_dir``."""
+    p = {k: v for k, v in params.items() if k not in ("version", "quality", "size")}
+    seed, num_cameras, size, quality = p["seed"], p["num_cameras"], tuple(params["size"]), params["quality"]
+    items = plan(**p)
     cams = cameras(seed, num_cameras)
-    _check_replaceable(out_dir)
     with temp_dir(out_dir) as tmp:
         for folder in SPLIT_FOLDERS.values():
             (tmp / folder).mkdir()
@@ -393,7 +475,7 @@ def generate(out_dir, seed: int = 0, num_train_ids: int = 150, num_test_ids: int
             items = tqdm(items, desc="synthetic", unit="img")
         for folder, fname, attrs, cam, part, key in items:
             rng = np.random.default_rng([seed, 3, key[0] + 1, key[1]])
-            img = render(attrs, cams[cam] if cam is not None else cams[rng.integers(num_cameras)], rng, tuple(size), part)
+            img = render(attrs, cams[cam] if cam is not None else cams[rng.integers(num_cameras)], rng, size, part)
             (tmp / folder / fname).write_bytes(_jpeg(img, quality))
         manifest = {**params, **_listing(tmp)}
         (tmp / PARAMS_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True))  # last: marks it complete
@@ -437,10 +519,15 @@ def read_manifest(out_dir) -> dict | None:
     images on disk (a folder with an image missing, added or truncated is not accepted).
     """
     out_dir = Path(out_dir)
+    manifest = out_dir / PARAMS_FILE
+    if file_problem(manifest) is not None:       # absent, or a named pipe that would block the read
+        return None
     try:
-        found = json.loads((out_dir / PARAMS_FILE).read_text())
+        with open(manifest, "rb") as f:
+            text = f.read(MAX_MANIFEST_BYTES + 1)
+        found = json.loads(text) if len(text) <= MAX_MANIFEST_BYTES else None
         listing = _listing(out_dir)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(found, dict) or any(found.get(k) != v for k, v in listing.items()):
         return None
@@ -450,15 +537,21 @@ def read_manifest(out_dir) -> dict | None:
 def ensure(out_dir, seed: int = 0, **kw) -> Path:
     """``out_dir`` if it already holds this set, complete (same parameters and renderer), else generate it.
 
-    Temp folders left beside ``out_dir`` by a killed run are removed either way.
+    Temp folders left beside ``out_dir`` by a killed run are removed either way. Two processes
+    that ensure the same folder at once do not both build it: the second waits for the first
+    (:func:`rrid.files.lock_folder`) and then finds the set ready.
     """
     out_dir = require_path(out_dir, "synthetic data set folder")
+    check_parameters({"seed": seed, **kw})
     target = real_target(out_dir)
     remove_stale_temps(target.parent, target.name)
     wanted = json.loads(json.dumps(_params(seed, **kw)))
     if read_manifest(out_dir) == wanted:
         return out_dir
-    return generate(out_dir, seed=seed, **kw)
+    with _build_lock(out_dir):
+        if read_manifest(out_dir) == wanted:      # built by the process this one waited for
+            return out_dir
+        return generate(out_dir, seed=seed, **kw)
 
 
 def _params(seed, num_train_ids=150, num_test_ids=150, images_per_id=10, num_cameras=6, size=(128, 64),
@@ -466,3 +559,8 @@ def _params(seed, num_train_ids=150, num_test_ids=150, images_per_id=10, num_cam
     return dict(version=RENDERER_VERSION, seed=seed, num_train_ids=num_train_ids, num_test_ids=num_test_ids,
                 images_per_id=images_per_id, num_cameras=num_cameras, size=list(size), num_junk=num_junk,
                 num_distractors=num_distractors, quality=quality)
+
+
+CLI_NAMES = {"seed": "--seed", "num_train_ids": "--train-ids", "num_test_ids": "--test-ids",
+             "images_per_id": "--images-per-id", "num_cameras": "--cameras", "size.height": "--height",
+             "size.width": "--width"}
