@@ -713,8 +713,6 @@ def _infer_sizes(theirs: Mapping[str, torch.Tensor], source: str) -> tuple[int, 
 
 def _model_bytes(num_classes: int, reduced_dim: int) -> int:
     """The bytes of Ours-F with K classes and width c, counted on the ``meta`` device (nothing allocated)."""
-    from rrid.model import RRID, RRIDConfig
-
     with torch.device("meta"):
         model = RRID(RRIDConfig.preset("ours-f", reduced_dim=reduced_dim), num_classes)
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())

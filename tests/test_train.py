@@ -16,7 +16,7 @@ from rrid.callbacks import Callback
 from rrid.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rrid.config import ConfigError, apply_overrides, load_config
 from rrid.errors import CheckpointError
-from rrid.train import NonFiniteLossError, build_dataset, fit
+from rrid.train import NonFiniteLossError, build_dataset, fit, hold_out_ids
 from rrid.viz import LivePlot
 from tiny import QUICK, assert_same_weights, read_log, tiny_overrides
 
@@ -41,7 +41,10 @@ def test_val_ids_holds_out_the_last_training_identities(tiny_cfg):
     assert sorted(split.train + split.val) == sorted(whole.train)
     assert (split.query, split.gallery) == (whole.query, whole.gallery)
     with pytest.raises(ConfigError, match=r"data.val_ids=15: expected at most 14"):
-        build_dataset(apply_overrides(tiny_cfg, ["data.val_ids=15"]))
+        hold_out_ids(whole, 15)
+    # for a synthetic set the config knows the identities, and refuses it before any data is read
+    with pytest.raises(ConfigError, match=r"data.val_ids=15: .*data.p=4 identities per batch, but the synthetic set"):
+        apply_overrides(tiny_cfg, ["data.val_ids=15"])
 
 
 # ----------------------------------------------------------------------------- learning

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from rrid.__main__ import main
 from rrid.config import ConfigError, apply_overrides, load_config
 from rrid.data import synthetic
 from rrid.errors import DatasetError, UserError, listing, one_line, short_repr
@@ -134,7 +135,7 @@ def test_message_helpers():
                              "compared), got 150 + 1999\n"),
 ])
 def test_synth_command_line_names_the_option(tmp_path, capsys, argv, expected):
-    assert synthetic.cli([str(tmp_path / "s"), *argv]) == 2
+    assert main(["synth", str(tmp_path / "s"), *argv]) == 2
     assert capsys.readouterr().err == expected
     assert not (tmp_path / "s").exists() and list(tmp_path.iterdir()) == []
 

@@ -33,6 +33,7 @@ import lzma
 import os
 import re
 import shutil
+import socket
 import stat
 import sys
 import tarfile
@@ -42,6 +43,13 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass, url2pathname
+
+import urllib3
+from tqdm import tqdm
+from urllib3 import exceptions as ux
+from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.util import Retry
 
 from ..errors import one_line, short_repr
 from ..files import file_problem, lock_folder, move_into_place, real_target, remove_stale_temps, temp_dir
@@ -153,8 +161,6 @@ def download(url: str, dest, sha256: str | None = None, md5: str | None = None, 
 
 
 def _copy_file_url(url: str, part: Path) -> None:
-    from urllib.request import url2pathname
-
     source = Path(url2pathname(urlsplit(url).path))
     problem = file_problem(source)
     if problem is not None:
@@ -171,14 +177,10 @@ class _Restart(Exception):
 
 def _pool(url: str, connect: float, read: float):
     """A urllib3 pool manager, through the proxy named by $https_proxy / $http_proxy when there is one."""
-    import urllib.request
-
-    import urllib3
-
     timeout = urllib3.Timeout(connect=connect, read=read)
     host = urlsplit(url).hostname or ""
-    proxy = urllib.request.getproxies().get(urlsplit(url).scheme.lower())
-    if proxy and not urllib.request.proxy_bypass(host):
+    proxy = getproxies().get(urlsplit(url).scheme.lower())
+    if proxy and not proxy_bypass(host):
         return urllib3.ProxyManager(proxy, timeout=timeout), True
     return urllib3.PoolManager(timeout=timeout), False
 
@@ -186,12 +188,6 @@ def _pool(url: str, connect: float, read: float):
 def _fetch(url, part: Path, connect: float, read: float, retries: int, backoff: float,
            max_bytes: int | None, progress: bool | None) -> None:
     """Fill ``part`` with the body of ``url``: retry with backoff, resume with Range, never hang."""
-    import socket
-
-    from tqdm import tqdm
-    from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError, ReadTimeoutError
-    from urllib3.util import Retry
-
     try:
         host = urlsplit(url).hostname
         http, proxied = _pool(url, connect, read)
@@ -245,8 +241,6 @@ def _fetch(url, part: Path, connect: float, read: float, retries: int, backoff: 
 
 def _receive(response, url: str, part: Path, offset: int, read: float, max_bytes: int | None, bar) -> None:
     """Write one response's body to ``part`` (appending after ``offset`` on a 206)."""
-    from urllib3.exceptions import ProtocolError, ReadTimeoutError
-
     status = response.status
     if status == 416 and offset:  # the range starts at or past the end: the .part is complete, or is another file
         total = _content_range(response.headers.get("Content-Range", ""))[2]
@@ -311,8 +305,6 @@ def _content_range(value: str) -> tuple[int | None, int | None, int | None]:
 
 def _failure(url: str, reason, part: Path, connect: float, read: float, retries: int) -> DownloadError:
     """One line for a request that failed every attempt: what happened, and what to do."""
-    from urllib3 import exceptions as ux
-
     host = urlsplit(url).hostname
     tried = f" ({retries + 1} attempts)" if retries else ""
     if isinstance(reason, ux.NameResolutionError):

@@ -10,6 +10,7 @@ cache is filled once in the main process before the workers start, so they share
 
 from __future__ import annotations
 
+import random
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -67,8 +68,6 @@ class Loaders(NamedTuple):
 
 def _seed_worker(worker_id: int) -> None:
     """Seed numpy and random in a worker from torch's per-worker seed (set from the loader's generator)."""
-    import random
-
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

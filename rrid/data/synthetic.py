@@ -30,12 +30,13 @@ import io
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from tqdm import tqdm
 
 from ..errors import one_line, short_repr
 from ..files import file_problem, lock_folder, move_into_place, real_target, remove_stale_temps, temp_dir
@@ -239,8 +240,6 @@ def camera_table(seed: int = 0, num_cameras: int = 6) -> list[dict]:
     """The camera effects of :func:`cameras` as rows of data, one dict per camera (1-based
     ``camera`` as in the file names ``_cC``): colour cast (per-channel gain), brightness,
     blur radius (px), background colour, clutter objects, occlusion probability, misalignment."""
-    from dataclasses import asdict
-
     return [{"camera": c + 1, **asdict(cam)} for c, cam in enumerate(cameras(seed, num_cameras))]
 
 
@@ -470,8 +469,6 @@ def _write_set(out_dir: Path, params: dict, progress: bool) -> Path:
         for folder in SPLIT_FOLDERS.values():
             (tmp / folder).mkdir()
         if progress:
-            from tqdm import tqdm
-
             items = tqdm(items, desc="synthetic", unit="img")
         for folder, fname, attrs, cam, part, key in items:
             rng = np.random.default_rng([seed, 3, key[0] + 1, key[1]])
