@@ -35,7 +35,7 @@ from rrid.data.openreid import prepare_openreid
 from rrid.errors import UserError
 from rrid.evaluation import evaluate
 from rrid.export import export_onnx, require_onnx
-from rrid.files import atomic_write
+from rrid.files import atomic_write, check_output_path
 from rrid.metrics import summarize
 from rrid.paths import resolve
 from rrid.train import NonFiniteLossError, build_dataset, build_run_loaders, fit
@@ -146,6 +146,8 @@ def _add_eval(sub) -> None:
 
 def evaluate_command(args) -> int:
     cfg = load_config(args.config, args.overrides)
+    if args.json:
+        check_output_path(args.json)                       # before the evaluation, not after it
     device = runtime.pick_device(check_device(args.device, "--device") if args.device else cfg.train.device)
     model = load_model(args.checkpoint, cfg, device)           # the weights come from the checkpoint
     dataset = build_dataset(cfg)
@@ -185,6 +187,7 @@ def _add_export(sub) -> None:
 
 def export(args) -> int:
     cfg = load_config(args.config, args.overrides)
+    check_output_path(args.out)
     require_onnx()                                         # before the checkpoint is read
     model = load_model(args.checkpoint, cfg)               # the weights come from the checkpoint
     height, width = args.height or cfg.data.height, args.width or cfg.data.width

@@ -37,7 +37,7 @@ from rrid.checkpoint import load_model
 from rrid.config import load_config
 from rrid.data import synthetic as data_synthetic
 from rrid.errors import WeightsError
-from rrid.files import atomic_path
+from rrid.files import build_once
 from rrid.model import resnet_backbone
 from rrid.train import fit
 
@@ -204,33 +204,20 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
     :func:`rrid.fit` on ``configs/quick/rowNN.yaml`` and keeps its checkpoint under
     :func:`rrid.paths.cache_dir` (:func:`quick_model_path`; :func:`prepare`, which ``make book``
     runs first, trains the rows of :data:`BOOK_QUICK_MODELS` there ahead of the chapters, since one
-    takes minutes on a 2-core CPU); later callers (other chapters, other processes) load it. A lock file
-    keeps two processes from training the same model at once, and the checkpoint appears by
-    atomic rename, so a reader never sees half of it. Returns ``(model, config)``, the model
+    takes minutes on a 2-core CPU); later callers (other chapters, other processes) load it.
+    :func:`rrid.files.build_once` keeps two processes from training the same model at once, and
+    the checkpoint appears by atomic rename, so a reader never sees half of it. Returns ``(model, config)``, the model
     in eval mode on the CPU.
     """
     overrides = [f"train.epochs={epochs}"] if epochs is not None else []
     config = load_config(quick_config_path(row), overrides)
     done = quick_model_path(row, epochs)
-    done.parent.mkdir(parents=True, exist_ok=True)
-    tag, cache = done.stem, done.parent
-    lock = cache / f"{tag}.lock"
-    while not done.is_file():
-        try:
-            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:  # another process is training this model: wait for it
-            if time.time() - lock.stat().st_mtime > 3600:
-                lock.unlink(missing_ok=True)  # left behind by a killed build
-            time.sleep(2)
-            continue
-        try:
-            if not done.is_file():
-                # the run folder is the cache's own: a build killed half-way is replaced
-                result = fit(config, out_dir=cache / f"{tag}-run", progress=False, overwrite=True)
-                with atomic_path(done) as tmp:
-                    shutil.copyfile(result.last_checkpoint, tmp)
-        finally:
-            lock.unlink(missing_ok=True)
+
+    def train(tmp: Path) -> None:     # the run folder is the cache's own: a build killed half-way is replaced
+        result = fit(config, out_dir=done.parent / f"{done.stem}-run", progress=False, overwrite=True)
+        shutil.copyfile(result.last_checkpoint, tmp)
+
+    build_once(done, train, f"training the quick model of {done.stem}")
     return load_model(done), config
 
 

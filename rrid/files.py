@@ -347,6 +347,28 @@ def file_problem(path: str | os.PathLike) -> str | None:
     return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """The hex digest of the file's bytes (``hashlib``'s ``algorithm``), read ``chunk`` bytes at a time."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_once(path: str | os.PathLike, make: Callable[[Path], None], what: str = "") -> Path:
+    """``path``, made by ``make(tmp)`` unless it exists: under ``path``'s lock (a second process
+    waits for the first, then finds the file built), written to a temp file and renamed (nobody
+    ever reads half of it). The shared caches of the book and the ablation are built so."""
+    path = Path(path)
+    if not path.is_file():
+        with lock_folder(path, what or f"building {path.name}", wait=True, inside=False):
+            if not path.is_file():
+                with atomic_path(path) as tmp:
+                    make(tmp)
+    return path
+
+
 # ----------------------------------------------------------------------------- errors that name the target
 
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}

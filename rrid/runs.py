@@ -7,8 +7,9 @@ logged step, epoch and evaluation), ``last.pt`` (every epoch and every
 
 * A folder holding a run is refused unless the run resumes (``--resume``: the config must equal
   the saved one field by field, but for ``RESUME_MAY_DIFFER``) or is overwritten (``--overwrite``).
-* :func:`open_run` checks all of that read-only; :meth:`Run.start` writes the folder only once
-  the data and the model are built too; nothing is written before.
+* :func:`open_run` locks the folder (a second run into it is refused, naming the first) and
+  checks all of that read-only; :meth:`Run.start` writes the folder only once the data and the
+  model are built too; nothing is written before.
 * Write order at the end of an epoch: last.pt (which records ``best_step``), then best.pt as its
   copy; a kill between the two leaves a last.pt from which the resume re-creates best.pt.
 * ``train.mirror`` (``--mirror``): a :class:`Mirror` folder, e.g. on Google Drive, receives a copy
@@ -19,11 +20,13 @@ logged step, epoch and evaluation), ``last.pt`` (every epoch and every
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +37,8 @@ import torch
 from rrid import runtime
 from rrid.checkpoint import checkpoint_config, copy_checkpoint, load_checkpoint, save_checkpoint, tensor_checksums
 from rrid.config import ConfigError, ExperimentConfig, config_diff, load_config, save_config
-from rrid.errors import CheckpointError, RunFolderError
-from rrid.files import atomic_write, remove_stale_temps
+from rrid.errors import CheckpointError, RunFolderError, UserError
+from rrid.files import atomic_write, lock_folder, remove_stale_temps
 
 __all__ = ["RUN_FILES", "RESUME_MAY_DIFFER", "Run", "RunLog", "Mirror", "write_in_place", "RunInterrupted", "open_run", "check_run_folder"]
 
@@ -312,33 +315,56 @@ class Run:
 
 @contextlib.contextmanager
 def open_run(cfg: ExperimentConfig, out_dir, resume: bool, overwrite: bool, env: runtime.Distributed) -> Iterator[Run]:
-    """The checked run folder of a ``fit``: rank 0 checks it (read-only) and every rank gets its
-    verdict; Ctrl-C inside becomes a one-line :class:`RunInterrupted`."""
-    out, ckpt, problem = None, None, None
+    """The checked run folder of a ``fit``, locked for as long as the run lasts.
+
+    Rank 0 takes the folder's lock (and the mirror's) before anything else, so that two runs
+    started together into one folder cannot both proceed: the second is refused in one line
+    naming the first (``FolderInUseError``); the lock dies with its holder, so a killed run never
+    blocks the next. The lock file lies beside the folder, so nothing is written into the folder
+    before every check has passed. Then rank 0 checks the folder (read-only) and every rank gets
+    its verdict. Ctrl-C inside becomes a one-line :class:`RunInterrupted`.
+    """
     mirror = Mirror(cfg.train.mirror, cfg.train.mirror_every) if cfg.train.mirror else None
-    if env.main:
-        out = Path(out_dir or cfg.train.out_dir or tempfile.mkdtemp(prefix="rrid-run-"))
+    with contextlib.ExitStack() as locks:
+        out, ckpt, problem = None, None, None
+        if env.main:
+            out = Path(out_dir or cfg.train.out_dir or tempfile.mkdtemp(prefix="rrid-run-"))
+            try:
+                locks.enter_context(lock_folder(out, "training (python -m rrid train)", inside=False))
+                if mirror is not None:
+                    _lock_mirror(locks, mirror)
+                _use_mirror(mirror, out, resume, overwrite)
+                ckpt = check_run_folder(out, cfg, resume, overwrite)
+            except UserError as e:
+                problem = e
+        out, problem = env.broadcast((str(out), problem))
+        if problem is not None:
+            raise problem
+        out = Path(out)
+        if not env.main and resume and (out / "last.pt").exists():
+            ckpt = load_checkpoint(out / "last.pt")
+        if resume and ckpt is None and env.main:      # the first session of a run started with --resume
+            print(f"no checkpoint in {out} yet: starting a new run there")
+        run = Run(out, ckpt, env.main, overwrite, mirror=mirror)
         try:
-            _use_mirror(mirror, out, resume, overwrite)
-            ckpt = check_run_folder(out, cfg, resume, overwrite)
-        except (RunFolderError, CheckpointError) as e:
-            problem = e
-    out, problem = env.broadcast((str(out), problem))
-    if problem is not None:
-        raise problem
-    out = Path(out)
-    if not env.main and resume and (out / "last.pt").exists():
-        ckpt = load_checkpoint(out / "last.pt")
-    if resume and ckpt is None and env.main:      # the first session of a run started with --resume
-        print(f"no checkpoint in {out} yet: starting a new run there")
-    run = Run(out, ckpt, env.main, overwrite, mirror=mirror)
+            yield run
+        except KeyboardInterrupt:
+            raise RunInterrupted(run) from None
+        finally:
+            if run.log is not None:
+                run.log.close()
+
+
+def _lock_mirror(locks: contextlib.ExitStack, mirror: Mirror) -> None:
+    """The mirror's lock too (two runs must not share a mirror either), where its file system can
+    lock; on one that cannot (some network mounts) a note says what the lock would have prevented."""
     try:
-        yield run
-    except KeyboardInterrupt:
-        raise RunInterrupted(run) from None
-    finally:
-        if run.log is not None:
-            run.log.close()
+        locks.enter_context(lock_folder(mirror.folder, "mirroring a run (python -m rrid train)", inside=False))
+    except OSError as e:
+        if isinstance(e, UserError) or e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+        print(f"note: the file system of {mirror.folder} cannot lock files ({e.strerror}); do not start two runs "
+              "with this --mirror at once", file=sys.stderr)
 
 
 def _use_mirror(mirror: Optional[Mirror], out: Path, resume: bool, overwrite: bool) -> None:

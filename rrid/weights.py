@@ -18,7 +18,6 @@ during the download, and renamed into the cache.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import socket
 from pathlib import Path
 from typing import Optional
@@ -27,9 +26,9 @@ import torch
 import torchvision
 
 from rrid.errors import WeightsError, state_dict_mismatch
-from rrid.files import atomic_path
+from rrid.files import atomic_path, file_hash
 
-__all__ = ["IMAGENET_WEIGHTS", "WeightsError", "weights_file", "sha256_file", "imagenet_state_dict", "load_imagenet"]
+__all__ = ["IMAGENET_WEIGHTS", "WeightsError", "weights_file", "imagenet_state_dict", "load_imagenet"]
 
 # name -> (URL, full SHA-256 or None). The URLs are torchvision's IMAGENET1K_V1 weights
 # (``torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url``); their file names carry the first
@@ -49,14 +48,6 @@ def weights_file(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _expected(name: str) -> tuple[str, Optional[str]]:
     """(hash prefix from the file name, full digest or None)."""
     url, full = IMAGENET_WEIGHTS[name]
@@ -69,7 +60,7 @@ def _expected(name: str) -> tuple[str, Optional[str]]:
 
 def _verify(path: Path, name: str) -> None:
     prefix, full = _expected(name)
-    digest = sha256_file(path)
+    digest = file_hash(path)
     expected = full or prefix
     if (full and digest != full) or not digest.startswith(prefix):
         what = f"SHA-256 {expected}" if full else f"a SHA-256 starting with {prefix} (the hash in its name)"

@@ -22,12 +22,13 @@ from rrid import runtime
 from rrid.config import OptimConfig
 from rrid.data import PKSampler
 from rrid.evaluation import Features, pairwise_distance
+from rrid.files import build_once
 from rrid.metrics import evaluate_ranking
 from rrid.model import RRID, TABLE2, RRIDConfig
 from rrid.retrieval import Ranking, block_columns
 from rrid.train import TrainerState, build_optimizer, build_scheduler, train_one_epoch
 
-from .protocol import (LOG_EVERY, QUICK, FeatureCache, Protocol, _build_once, cache_file, default_cache_dir, features,
+from .protocol import (LOG_EVERY, QUICK, FeatureCache, Protocol, cache_file, default_cache_dir, features,
                        synthetic_split, train_backbone)
 
 __all__ = ["NAMED_ROWS", "HeadState", "HeadRun", "row_config", "head_model", "batches", "train_heads", "embed_cached",
@@ -232,7 +233,7 @@ def _trained(row: int | str, seed: int, protocol: Protocol, cache_dir=None) -> d
         torch.save({"heads": model.heads.state_dict(), "num_classes": model.num_classes, "protocol": protocol.key(),
                     "run": {**run._asdict(), "all_AP": torch.from_numpy(run.all_AP)}}, tmp)
 
-    _build_once(path, make)
+    build_once(path, make)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

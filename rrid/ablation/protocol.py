@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from rrid.config import OptimConfig
 from rrid.data import ImageDataset, Market1501, build_transforms, synthetic
 from rrid.data.datasets import relabel
 from rrid.data.loaders import load_image
-from rrid.files import atomic_path
+from rrid.files import build_once
 from rrid.losses import SoftmaxLoss
 from rrid.model import BACKBONES, RRIDConfig, resnet_backbone
 from rrid.train import TrainerState, build_optimizer, train_one_epoch
@@ -143,27 +142,6 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _build_once(path: Path, make) -> Path:
-    """Run ``make(tmp_path)`` unless ``path`` exists; a lock file keeps two processes apart."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(path.name + ".lock")
-    while not path.is_file():
-        try:
-            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:                   # another process builds it: wait
-            if time.time() - lock.stat().st_mtime > 3600:
-                lock.unlink(missing_ok=True)      # left behind by a killed process
-            time.sleep(2)
-            continue
-        try:
-            if not path.is_file():
-                with atomic_path(path) as tmp:
-                    make(tmp)
-        finally:
-            lock.unlink(missing_ok=True)
-    return path
-
-
 # ----------------------------------------------------------------------------- backbone
 
 class _IdentityClassifier(nn.Module):
@@ -217,7 +195,7 @@ def train_backbone(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
         torch.save({"backbone": {k: v.cpu() for k, v in net.state_dict().items()}, "protocol": pr.as_dict(),
                     "device": str(device), "seconds": time.perf_counter() - start}, tmp)
 
-    _build_once(path, make)
+    build_once(path, make)
     state = torch.load(path, map_location="cpu", weights_only=True)
     net = resnet_backbone(pr.backbone, last_stride=1)
     net.load_state_dict(state["backbone"])
@@ -299,7 +277,7 @@ def build_features(protocol: Protocol = QUICK, cache_dir=None, progress: bool = 
                      "backbone_seconds": backbone_seconds},
         }, tmp)
 
-    _build_once(path, make)
+    build_once(path, make)
     d = torch.load(path, map_location="cpu", weights_only=True)
     return FeatureCache(d["train_x"], d["train_labels"], d["query_x"], d["gallery_x"],
                         *(d[k].numpy() for k in ("q_pids", "q_camids", "g_pids", "g_camids")), d.get("info"))

@@ -28,7 +28,6 @@ from __future__ import annotations
 import bz2
 import errno
 import gzip
-import hashlib
 import lzma
 import os
 import re
@@ -52,7 +51,7 @@ from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError, ReadTime
 from urllib3.util import Retry
 
 from ..errors import one_line, short_repr
-from ..files import file_problem, lock_folder, move_into_place, real_target, remove_stale_temps, temp_dir
+from ..files import file_hash, file_problem, lock_folder, move_into_place, real_target, remove_stale_temps, temp_dir
 from .datasets import DatasetError, Market1501
 
 # Market-1501-v15.09.15.zip, as recorded by the open-reid project (official-code-notes.md).
@@ -95,13 +94,9 @@ def _require_regular(path: Path, what: str, absent_ok: bool = False) -> None:
     raise DatasetError(f"{what} {path} is {problem}, not a regular file; remove it or give another path")
 
 
-def file_hash(path, algorithm: str) -> str:
+def _archive_hash(path, algorithm: str) -> str:
     _require_regular(Path(path), "file")
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hash(path, algorithm, CHUNK)
 
 
 def verify_checksum(path, sha256: str | None = None, md5: str | None = None) -> None:
@@ -109,7 +104,7 @@ def verify_checksum(path, sha256: str | None = None, md5: str | None = None) -> 
     for algorithm, expected in (("sha256", sha256), ("md5", md5)):
         if expected is None:
             continue
-        found = file_hash(path, algorithm)
+        found = _archive_hash(path, algorithm)
         if found.lower() != expected.lower():
             raise ChecksumError(f"{path}: {algorithm} is {found}, expected {expected} (corrupt or wrong file)")
 
