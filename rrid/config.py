@@ -45,7 +45,7 @@ import yaml
 
 from rrid.data import synthetic
 from rrid.errors import ConfigError, DatasetError, OutputPathError, one_line, short_repr
-from rrid.files import atomic_write
+from rrid.files import atomic_write, read_at_most
 from rrid.model import RRIDConfig
 from rrid.paths import config_project
 
@@ -192,13 +192,7 @@ def parse_yaml(text: str):
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; expected a YAML config")
+    data = read_at_most(path, MAX_CONFIG_BYTES, ConfigError, "a YAML config")
     try:
         raw = parse_yaml(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:

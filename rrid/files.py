@@ -356,6 +356,20 @@ def file_hash(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1
     return digest.hexdigest()
 
 
+def read_at_most(path: str | os.PathLike, max_bytes: int, error: type[Exception], what: str) -> bytes:
+    """The bytes of ``path``, refused with ``error`` (one line naming the file and ``what`` was
+    expected) when it cannot be read or holds more than ``max_bytes``: a small text file a user
+    gives (a config, a JSON index) is read so, never whole whatever its size."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise error(f"cannot read {path}: {one_line(e.strerror or e, 120)}") from None
+    if len(data) > max_bytes:
+        raise error(f"cannot read {path}: it is larger than {max_bytes:,} bytes; expected {what}")
+    return data
+
+
 def build_once(path: str | os.PathLike, make: Callable[[Path], None], what: str = "") -> Path:
     """``path``, made by ``make(tmp)`` unless it exists: under ``path``'s lock (a second process
     waits for the first, then finds the file built), written to a temp file and renamed (nobody

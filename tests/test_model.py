@@ -57,6 +57,15 @@ def reduce_by_hand(layer: Reduction, x):
     return F.relu(y)
 
 
+def relation_by_hand(module_class, n, C, c, batch):
+    """A relation module with random BN statistics, a random p (batch, n, C), its outputs (q, p̄, r̄)
+    and the rest features r_i = mean of the other stripes, computed here stripe by stripe."""
+    module = randomise_bn(module_class(n, C, c))
+    p = torch.randn(batch, n, C)
+    rests = [torch.stack([p[:, j] for j in range(n) if j != i]).mean(0) for i in range(n)]
+    return module, p, module(p), rests
+
+
 def randomise_bn(module, seed=0):
     """Give every BN non-trivial statistics and affine parameters (eval mode then uses them)."""
     g = torch.Generator().manual_seed(seed)
@@ -223,12 +232,9 @@ def test_other_heights_use_adaptive_pooling():
 
 @pytest.mark.usefixtures("float64")
 def test_relation_module_is_eq1():
-    n, C, c = 4, 8, 3
-    module = randomise_bn(RelationModule(n, C, c))
-    p = torch.randn(5, n, C)
-    q, p_bar, r_bar = module(p)
-    for i in range(n):
-        r_i = torch.stack([p[:, j] for j in range(n) if j != i]).mean(0)  # mean of the other stripes
+    n = 4
+    module, p, (q, p_bar, r_bar), rests = relation_by_hand(RelationModule, n, 8, 3, batch=5)
+    for i, r_i in enumerate(rests):                     # r_i: the mean of the other stripes
         torch.testing.assert_close(RelationModule.rest(p)[:, i], r_i)
         pb, rb = reduce_by_hand(module.p_layers[i], p[:, i]), reduce_by_hand(module.r_layers[i], r_i)
         q_i = pb + reduce_by_hand(module.R_p[i], torch.cat([pb, rb], 1))  # q_i = p̄_i + R_p(T(p̄_i, r̄_i))

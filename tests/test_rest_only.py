@@ -9,7 +9,7 @@ from rrid.config import ConfigError, apply_overrides, load_config, save_config
 from rrid.losses import RRIDLoss
 from rrid.model import RRID, RelationModule, RestOnlyRelation, RRIDConfig, ScaleHead, count_parameters
 
-from test_model import float64, images, randomise_bn, reduce_by_hand  # noqa: F401 (float64 is a fixture)
+from test_model import float64, images, randomise_bn, reduce_by_hand, relation_by_hand  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,12 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.usefixtures("float64")  # the equation in float64: the default tolerance sees only a wrong formula
 def test_rest_only_module_is_the_fig6_equation():
-    n, C, c = 5, 8, 3
-    module = randomise_bn(RestOnlyRelation(n, C, c))
-    p = torch.randn(4, n, C)
-    q, p_bar, r_bar = module(p)
-    for i in range(n):
-        r_i = torch.stack([p[:, j] for j in range(n) if j != i]).mean(0)
+    c = 3
+    module, p, (q, p_bar, r_bar), rests = relation_by_hand(RestOnlyRelation, 5, 8, c, batch=4)
+    for i, r_i in enumerate(rests):
         pb, rb = reduce_by_hand(module.p_layers[i], p[:, i]), reduce_by_hand(module.r_layers[i], r_i)
         torch.testing.assert_close(p_bar[:, i], pb)
         torch.testing.assert_close(r_bar[:, i], rb)

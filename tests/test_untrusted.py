@@ -363,7 +363,7 @@ def test_config_files_that_are_not_configs_are_one_line(tmp_path, text, expected
 def test_a_config_file_that_is_huge_or_not_text_is_refused_before_it_is_parsed(tmp_path):
     big = tmp_path / "big.yaml"
     big.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
-    with pytest.raises(ConfigError, match=rf"config file {big} is larger than 1,048,576 bytes"):
+    with pytest.raises(ConfigError, match=rf"cannot read {big}: it is larger than 1,048,576 bytes; expected a YAML config"):
         load_config(big)
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"train:\n  epochs: \xff\xfe\n")

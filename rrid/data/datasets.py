@@ -73,6 +73,14 @@ def _complain(message: str, skip_bad: bool) -> None:
     warnings.warn(message + " (skipped because skip_bad=True)", stacklevel=3)
 
 
+def _complain_about(problems: list[tuple], skip_bad: bool) -> None:
+    """:func:`_complain` once for each (what is wrong, the entries[, what to do]) that has entries;
+    the message lists them (``listing``)."""
+    for what, entries, *todo in problems:
+        if entries:
+            _complain(f"{what} ({listing(entries)})" + "".join(f"; {t}" for t in todo), skip_bad)
+
+
 def read_image(path: str | os.PathLike) -> Image.Image:
     """The image at ``path``, decoded (``load()`` done) and its file closed.
 
@@ -391,13 +399,9 @@ class ImageList(ReIDDataset):
             raise DatasetError(f"{csv_path} is not UTF-8 text (line {line}); save it as \"CSV UTF-8\"") from None
         except csv.Error as e:
             raise DatasetError(f"{csv_path}: not a readable CSV ({e})") from None
-        if bad:
-            _complain(f"{csv_path}: rows that need a path, an integer pid, camid >= 0 and split in train/query/gallery "
-                      f"({listing(bad)})", skip_bad)
-        if missing:
-            _complain(f"{csv_path}: image files not found ({listing(missing)})", skip_bad)
-        if special:
-            _complain(f"{csv_path}: rows whose image is not a regular file ({listing(special)})", skip_bad)
+        _complain_about([(f"{csv_path}: rows that need a path, an integer pid, camid >= 0 and split in "
+                          "train/query/gallery", bad), (f"{csv_path}: image files not found", missing),
+                         (f"{csv_path}: rows whose image is not a regular file", special)], skip_bad)
         if repeated:
             _complain(f"{csv_path}: images listed more than once, which would count them twice in training and "
                       f"evaluation ({listing(repeated)})", skip_bad)

@@ -25,8 +25,8 @@ import re
 from pathlib import Path
 
 from ..errors import listing, one_line, short_repr
-from ..files import file_problem
-from .datasets import DatasetError, ImageRecord, ReIDDataset, _complain
+from ..files import file_problem, read_at_most
+from .datasets import DatasetError, ImageRecord, ReIDDataset, _complain_about
 from .download import prepare
 
 OPENREID_FILES = ("images/", "meta.json", "splits.json", "test.json")
@@ -90,14 +90,10 @@ class OpenReID(ReIDDataset):
             if not isinstance(entries, list):
                 raise DatasetError(f"{root / 'test.json'}: expected a list under {part!r}")
             split[part] = [record(entry, f"test.json {part}") for entry in entries]
-        if bad:
-            _complain(f"entries of {root} that are not [{{pid:08d}}_{{cam:02d}}_{{index:04d}}.jpg, pid, camid] "
-                      f"({listing(bad)})", skip_bad)
-        if missing:
-            _complain(f"image files not found in {images} ({listing(missing)})", skip_bad)
-        if special:
-            _complain(f"entries of {images} named in the JSON files that are not regular files ({listing(special)}); "
-                      "remove them or put the images there", skip_bad)
+        _complain_about([(f"entries of {root} that are not [{{pid:08d}}_{{cam:02d}}_{{index:04d}}.jpg, pid, camid]", bad),
+                         (f"image files not found in {images}", missing),
+                         (f"entries of {images} named in the JSON files that are not regular files", special,
+                          "remove them or put the images there")], skip_bad)
         train = [r for r in train if r is not None]
         query = [r for r in split["query"] if r is not None and r.pid > 0]      # junk and distractors: gallery only
         gallery = [r for r in split["gallery"] if r is not None and r.pid != -1]
@@ -132,14 +128,8 @@ def _read_json(path: Path):
     problem = file_problem(path)
     if problem is not None:
         raise DatasetError(f"cannot read {path}: it is {problem}, expected a JSON file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_JSON_BYTES + 1)
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-    if len(data) > MAX_JSON_BYTES:
-        raise DatasetError(f"cannot read {path}: it is larger than {MAX_JSON_BYTES:,} bytes (the authors' meta.json "
-                           "is about 1 MB)")
+    data = read_at_most(path, MAX_JSON_BYTES, DatasetError, "an open-reid JSON file (the authors' meta.json is "
+                                                             "about 1 MB)")
     try:
         return json.loads(data)
     except ValueError as e:                       # JSONDecodeError, UnicodeDecodeError
