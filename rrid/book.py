@@ -35,8 +35,9 @@ import yaml
 from rrid import ablation, paths, runtime, viz
 from rrid.checkpoint import load_model
 from rrid.config import load_config
+from rrid.data import Market1501
 from rrid.data import synthetic as data_synthetic
-from rrid.errors import WeightsError
+from rrid.errors import DatasetError, WeightsError
 from rrid.files import build_once
 from rrid.model import resnet_backbone
 from rrid.train import fit
@@ -83,6 +84,30 @@ def mode() -> str:
 
 def is_quick() -> bool:
     return mode() == "quick"
+
+
+def smoke() -> bool:
+    """``RRID_SMOKE=1``: full mode's code paths with the smallest amounts (epochs, iterations,
+    images, seeds), market1501-mini standing in for Market-1501 and random weights for ImageNet's:
+    how CI runs every chapter's full-mode branch on a CPU (``make test-full``). Not for results."""
+    value = os.environ.get("RRID_SMOKE", "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"RRID_SMOKE={value!r}: expected 1 (smoke test) or 0")
+    return value in ("1", "true", "yes")
+
+
+def market1501() -> Path | None:
+    """The Market-1501 folder full mode reads: ``data/market1501`` of the project once
+    ``python -m rrid prepare market1501`` has put it there (the configs' ``data.root``); in a
+    smoke run market1501-mini, which has the same layout; None when neither is there (a chapter
+    then says so and falls back)."""
+    if smoke():
+        return paths.market_mini()
+    root = paths.resolve("data/market1501")
+    try:
+        return Market1501.locate(root)
+    except DatasetError:
+        return None
 
 
 def banner() -> None:
