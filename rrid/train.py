@@ -140,12 +140,16 @@ def train_step(state: TrainerState, inputs: torch.Tensor, labels: torch.Tensor, 
         state.step_scheduler.step()
     state.step += 1
     values = torch.stack([parts[k].float() for k in LOSS_PARTS])
-    finite = torch.isfinite(values[0])          # remember the first non-finite loss without a sync
-    first = (state._bad[0] < 0) & ~finite
-    state._bad = torch.where(first, torch.stack([torch.tensor(float(state.step), device=values.device,
-                                                               dtype=torch.float64), values[0].double()]),
-                             state._bad)
+    _track_nonfinite(state, values[0])
     return values
+
+
+def _track_nonfinite(state: TrainerState, total: torch.Tensor) -> None:
+    """Remember (step, value) of the first non-finite loss in ``state._bad``, on the device: no
+    host sync here (``torch.full`` fills on the device; ``torch.tensor(step)`` would copy and wait)."""
+    first = (state._bad[0] < 0) & ~torch.isfinite(total)
+    now = torch.stack([torch.full((), state.step, dtype=torch.float64, device=total.device), total.double()])
+    state._bad = torch.where(first, now, state._bad)
 
 
 def _host_values(state: TrainerState, values: torch.Tensor) -> dict:
