@@ -19,8 +19,9 @@ a .npy file, imports what it needs, then runs once:
              pull in faiss, cv2 and an old torch)
 
 Both use torch.set_num_threads(threads). Reported per run: wall seconds of the call, and the
-peak memory it adds: the child's peak RSS (ru_maxrss) at the end minus its peak RSS just before
-the call (after imports and loading the features). fast-reid runs at the first size only: at
+peak memory it adds: the child's peak RSS (Linux's VmHWM; ru_maxrss would also count the
+parent's memory at the fork) at the end minus its peak RSS just before the call (after imports
+and loading the features), and the child's whole peak RSS. fast-reid runs at the first size only: at
 Market-1501 scale (n = 19,281) it holds n x n matrices (the distances twice, V, the expanded V,
 argsort's int64 ranks: over 10 GB) on this shared machine, so it is skipped there.
 
@@ -78,6 +79,16 @@ def fetch_fast_reid(folder: Path) -> Path | None:
         return Path(z.extract("fastreid/evaluation/rerank.py", folder))
 
 
+def peak_rss():
+    """This process's peak resident set size in bytes: Linux's VmHWM, which starts afresh at exec.
+    (ru_maxrss does not: after fork and exec it still counts the parent's memory at the fork.)"""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(method, features, num_q, threads, out, fast_reid):
     """Runs in its own process: load, run once, print a JSON line."""
     import torch
@@ -98,11 +109,11 @@ def child(method, features, num_q, threads, out, fast_reid):
         def run():
             dist = [torch.cdist(a, b).numpy() for a, b in ((q, g), (q, q), (g, g))]
             return module.re_ranking(*dist, k1=20, k2=6, lambda_value=0.3)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = peak_rss()
     t0 = time.perf_counter()
     result = run()
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     if out:
         np.save(out, result)
     print(json.dumps(dict(seconds=seconds, added=peak - before, peak=peak, shape=list(result.shape))))
@@ -179,7 +190,7 @@ def main(argv=None):
 
     print(f"k1 = 20, k2 = 6, lambda = 0.3; {args.threads} torch threads; {os.cpu_count()} CPUs; {load()}")
     print(f"seconds: median of {args.repeat} runs, each in a fresh process; memory: the largest over the runs of the"
-          " peak RSS the call adds (ru_maxrss after - before the call, after imports and features); child peak:"
+          " peak RSS the call adds (VmHWM after - before the call, after imports and features); child peak:"
           " the child's whole peak RSS")
     print(f"{'problem (Q x G x d), method':<34}{'seconds':>10}{'added (GiB)':>13}{'child peak':>12}   runs (s)")
     with tempfile.TemporaryDirectory() as tmp:

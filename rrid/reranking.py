@@ -121,7 +121,7 @@ def _plan(q, g, k1, k2, memory_budget):
     num_q, num_g, dim = len(q), len(g), q.shape[1]
     n = num_q + num_g
     m = min(n, max(k1 + 1, k2) + _SPARE)
-    one_row = max(_DISTANCE_BYTES * n, _jaccard_row_bytes(num_g), _r_star_row_bytes(n, k1, m), _gather_bytes(dim))
+    one_row = max(_DISTANCE_BYTES * n, _jaccard_row_bytes(num_g), _r_star_row_bytes(n, k1), _gather_bytes(dim))
     fixed = 4 * (num_q * num_g + n * dim) + 24 * n * m  # the result, the float32 features, the kept nearest
     free = _free_bytes(q.device)
     budget = memory_budget
@@ -145,9 +145,9 @@ def _jaccard_row_bytes(num_g):
     return 12 * num_g  # Σ min, 2 - Σ min and slack, per query row (plus _PAIR_BYTES per pair)
 
 
-def _r_star_row_bytes(n, k1, m):
+def _r_star_row_bytes(n, k1):
     width = min(n, k1 + 1) * (min(n, round(k1 / 2) + 1) + 1)  # candidates of R*(p, k1)
-    return width * (18 * m + 64)  # their keys, their matches among the m kept nearest, weights
+    return 96 * width  # their indices, pairs, sorting and weights
 
 
 def _gather_bytes(dim):
@@ -197,8 +197,8 @@ def _rows_of(crow):
 def _expand(starts, counts):
     """All positions of the segments [starts[i], starts[i] + counts[i]): (segment i, position)."""
     seg = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    first = torch.cumsum(counts, 0) - counts
-    return seg, torch.arange(len(seg), device=counts.device) - first[seg] + starts[seg]
+    offset = starts - (torch.cumsum(counts, 0) - counts)
+    return seg, torch.arange(len(seg), device=counts.device) + offset[seg]
 
 
 def _nearest_neighbours(x, k, out, budget):
@@ -287,18 +287,34 @@ def _smallest(d, k):
     return idx.gather(1, order)
 
 
-def _reciprocal(nbr, budget):
+def _pairs(rows, cols, n):
+    """Pairs (p, j) as the numbers p (n + 1) + j (j may be n, a padding): ordered as the pairs."""
+    return rows * (n + 1) + cols
+
+
+def _sorted_pairs(lists):
+    """The pairs (p, lists[p, s]) of an (n, w) tensor of indices, as sorted numbers (see ``_pairs``),
+    and the order that sorts each row."""
+    order = lists.argsort(1)
+    rows = torch.arange(len(lists), device=lists.device)[:, None]
+    return _pairs(rows, lists.gather(1, order), len(lists)).flatten(), order
+
+
+def _find(sorted_keys, keys):
+    """Whether each of ``keys`` is in ``sorted_keys``, and where (a valid position either way)."""
+    pos = torch.searchsorted(sorted_keys, keys).clamp_(max=len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys, pos
+
+
+def _reciprocal(nbr):
     """For N = ``nbr`` (n, k + 1): R(p, k) as a mask over N(p, k), i.e. p ∈ N(nbr[p, s], k)."""
-    n, width = nbr.shape
-    out = torch.empty(n, width, dtype=torch.bool, device=nbr.device)
-    rows = torch.arange(n, device=nbr.device)
-    for s, e in _blocks(torch.full((n,), 9 * width * width), budget):
-        out[s:e] = (nbr[nbr[s:e]] == rows[s:e, None, None]).any(2)
-    return out
+    rows = torch.arange(len(nbr), device=nbr.device)[:, None]
+    return _find(_sorted_pairs(nbr)[0], _pairs(nbr, rows, len(nbr)))[0]
 
 
 def _r_star(rows, nbr1, r1, nbr_half, r_half):
-    """R*(p, k1) of the points ``rows`` (a range), as (p, j) pairs in order."""
+    """R*(p, k1) of the points ``rows``, as (p, j) pairs in order; R(·, k) are masks (``r1``,
+    ``r_half``) over N(·, k) (``nbr1``, ``nbr_half``)."""
     n = len(nbr1)
     c, in1 = nbr1[rows], r1[rows]                       # q ∈ R(p, k1)
     cand, in_half = nbr_half[c], r_half[c]              # R(q, k1/2), (b, k1 + 1, k1/2 + 1)
@@ -307,7 +323,7 @@ def _r_star(rows, nbr1, r1, nbr_half, r_half):
     shared = (found.view_as(cand) == cand) & in_half    # R(p, k1) ∩ R(q, k1/2)
     good = in1 & (3 * shared.sum(2) > 2 * in_half.sum(2))
     members = torch.cat([r_p, cand.masked_fill(~(in_half & good[..., None]), n).flatten(1)], 1)
-    key = torch.unique((rows[:, None] * (n + 1) + members).flatten())  # the union, each (p, j) once
+    key = torch.unique(_pairs(rows[:, None], members, n))  # the union, each (p, j) once
     key = key[key % (n + 1) < n]
     return key // (n + 1), key % (n + 1)
 
@@ -316,11 +332,13 @@ def _v_vectors(x, near, k1, budget):
     """V_p = exp(-d(p, ·)) on R*(p, k1), normalised to sum 1, for every p."""
     n = len(x)
     nbr1, nbr_half = near.idx[:, :min(n, k1 + 1)], near.idx[:, :min(n, round(k1 / 2) + 1)]
-    r1, r_half = _reciprocal(nbr1, budget), _reciprocal(nbr_half, budget)
+    r1, r_half = _reciprocal(nbr1), _reciprocal(nbr_half)
+    kept, order = _sorted_pairs(near.idx)               # to look d(p, j) up among p's kept nearest
+    kept_dist = near.dist.gather(1, order).flatten()
     cols, vals, counts = [], [], []
-    for s, e in _blocks(torch.full((n,), _r_star_row_bytes(n, k1, near.idx.shape[1])), budget):
+    for s, e in _blocks(torch.full((n,), _r_star_row_bytes(n, k1)), budget):
         p, j = _r_star(torch.arange(s, e, device=x.device), nbr1, r1, nbr_half, r_half)
-        w = torch.exp(-_member_distances(x, near, p, j, budget))
+        w = torch.exp(-_member_distances(x, near.row_max, kept, kept_dist, p, j, budget))
         w /= torch.zeros(e - s, device=x.device).index_add_(0, p - s, w)[p - s]
         cols.append(j)
         vals.append(w)
@@ -328,18 +346,18 @@ def _v_vectors(x, near, k1, budget):
     return _csr(torch.cat(counts), torch.cat(cols), torch.cat(vals))
 
 
-def _member_distances(x, near, p, j, budget):
-    """The scaled d(p, j) of pairs (p, j): read from p's kept nearest points when j is one of them
-    (almost always), else computed."""
-    match = near.idx[p] == j[:, None]                   # (P, m), at most one True per pair
-    d = torch.where(match, near.dist[p], 0).sum(1)
-    missing = (~match.any(1)).nonzero()[:, 0]
+def _member_distances(x, row_max, kept, kept_dist, p, j, budget):
+    """The scaled d(p, j) of pairs (p, j): read from p's kept nearest points (``kept``, ``kept_dist``)
+    when j is one of them (almost always), else computed."""
+    found, pos = _find(kept, _pairs(p, j, len(x)))
+    d = kept_dist[pos]
+    missing = (~found).nonzero()[:, 0]
     step = max(1, budget // _gather_bytes(x.shape[1]))
     for s in range(0, len(missing), step):
         i = missing[s:s + step]
         xp, xj = x[p[i]], x[j[i]]
         raw = ((xp * xp).sum(1) + (xj * xj).sum(1) - 2 * (xp * xj).sum(1)).clamp_(min=0)
-        d[i] = raw / near.row_max[p[i]].clamp(min=1e-12)
+        d[i] = raw / row_max[p[i]].clamp(min=1e-12)
     return d
 
 
@@ -357,12 +375,11 @@ def _local_query_expansion(v, first, budget):
     for s, e in _blocks(_ENTRY_BYTES * nnz[first].sum(1), budget):
         c = first[s:e].flatten()
         seg, pos = _expand(v.crow[c], nnz[c])           # the entries of V_c, c in p's k2 first
-        key = (seg // k2 + s) * n + v.col[pos]          # (p, j) as one number, in order
-        key, where = torch.unique(key, return_inverse=True)
+        key, where = torch.unique(_pairs(seg // k2 + s, v.col[pos], n), return_inverse=True)
         total = torch.zeros(len(key), device=v.val.device).index_add_(0, where, v.val[pos])
-        cols.append(key % n)
+        cols.append(key % (n + 1))
         vals.append(total / k2)
-        counts.append(torch.bincount(key // n - s, minlength=e - s))
+        counts.append(torch.bincount(key // (n + 1) - s, minlength=e - s))
     return _csr(torch.cat(counts), torch.cat(cols), torch.cat(vals))
 
 
@@ -381,7 +398,7 @@ def _mix_jaccard(out, v, num_q, lambda_, budget):
         lo, hi = int(v.crow[s]), int(v.crow[e])
         entry, pos = _expand(col_start[q_col[lo:hi]], col_count[q_col[lo:hi]])
         mins = torch.minimum(q_val[lo:hi][entry], g_val[pos])
-        flat = (q_row[lo:hi][entry] - s) * num_g + g_row[pos]
+        flat = ((q_row[lo:hi] - s) * num_g)[entry] + g_row[pos]
         sum_min = torch.zeros((e - s) * num_g, device=out.device).index_add_(0, flat, mins).view(e - s, num_g)
         d_j = sum_min.div_(2 - sum_min).neg_().add_(1)  # 1 - Σ min / Σ max, in place
         out[s:e].mul_(lambda_).add_(d_j, alpha=1 - lambda_)
