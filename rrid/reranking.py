@@ -323,8 +323,7 @@ def _r_star(rows, nbr1, r1, nbr_half, r_half):
     shared = (found.view_as(cand) == cand) & in_half    # R(p, k1) ∩ R(q, k1/2)
     good = in1 & (3 * shared.sum(2) > 2 * in_half.sum(2))
     members = torch.cat([r_p, cand.masked_fill(~(in_half & good[..., None]), n).flatten(1)], 1)
-    key = torch.unique(_pairs(rows[:, None], members, n))  # the union, each (p, j) once
-    key = key[key % (n + 1) < n]
+    key = torch.unique(_pairs(rows[:, None], members, n)[members < n])  # the union, each (p, j) once
     return key // (n + 1), key % (n + 1)
 
 
