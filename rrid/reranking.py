@@ -136,8 +136,8 @@ def _plan(q, g, k1, k2, memory_budget):
     if free is not None and fixed + one_row > free:
         raise RerankMemoryError(
             f"{sizes}: the (Q, G) result and the features need {_size(fixed)} plus blocks of at least "
-            f"{_size(one_row)}, but {q.device} has {_size(free)} free; free memory, or re-rank on another "
-            f"device (a GPU result needs 4 Q G bytes)")
+            f"{_size(one_row)}, but {q.device} has {_size(free)} free; free some memory or re-rank on a "
+            f"device with more")
     return budget if free is None else min(budget, free - fixed)
 
 
