@@ -29,7 +29,7 @@ _PUBLIC = {
     # evaluation
     "extract_features": "rrid.evaluation",
     "pairwise_distance": "rrid.evaluation",
-    "rerank": "rrid.evaluation",
+    "rerank": "rrid.reranking",  # the function; its module is rrid.reranking
     "evaluate": "rrid.evaluation",
     "export_onnx": "rrid.export",
     # training
@@ -38,7 +38,7 @@ _PUBLIC = {
     "LivePlot": "rrid.viz",
 }
 _SUBMODULES = {"data", "metrics", "viz", "model", "losses", "evaluation", "export", "config", "train", "callbacks", "book",
-               "explain", "cost", "retrieval", "paper", "stats", "ablation"}
+               "explain", "cost", "retrieval", "paper", "stats", "ablation", "reranking"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 

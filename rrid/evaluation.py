@@ -4,7 +4,7 @@ Test time in the official code: the embedding of an image and of its horizontal 
 averaged block by block, the concatenation of the blocks is L2-normalised, and
 query-gallery Euclidean distances are ranked with the Market-1501 protocol, or for CUHK03
 with the legacy single-gallery-shot CMC (``ranking_metric``, the config's ``eval.metric``;
-:mod:`rrid.metrics`).
+:mod:`rrid.metrics`). ``rerank`` is :func:`rrid.reranking.rerank`, imported here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from rrid import runtime
 from rrid.data import ImageDataset, build_transforms
 from rrid.metrics import METRICS, ranking_metrics
+from rrid.reranking import rerank
 
 __all__ = ["Features", "extract_features", "pairwise_distance", "rerank", "evaluate"]
 
@@ -40,6 +41,10 @@ def _amp_dtype(amp, device: torch.device):
     return (runtime.amp_dtype("auto", device) or torch.bfloat16) if amp else None
 
 
+def _device_of(model, device) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
 def extract_features(model, loader, flip: bool = True, normalize: bool = True, amp=None,
                      device=None, progress: bool = True) -> Features:
     """Embed every image of ``loader`` (items ``(images, pids, camids)``).
@@ -53,7 +58,7 @@ def extract_features(model, loader, flip: bool = True, normalize: bool = True, a
     The model runs in eval mode under ``torch.inference_mode()`` and gets its previous
     train / eval mode back afterwards. The progress bar honours ``TQDM_DISABLE``.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = _device_of(model, device)
     was_training = model.training
     model.eval()
     feats, pids, camids = [], [], []
@@ -104,56 +109,6 @@ def pairwise_distance(q: torch.Tensor, g: torch.Tensor, metric: str = "euclidean
     return torch.cat(out) if out else q.new_empty(0, len(g))
 
 
-def rerank(q: torch.Tensor, g: torch.Tensor, k1: int = 20, k2: int = 6, lambda_: float = 0.3) -> torch.Tensor:
-    """k-reciprocal re-ranking (Zhong et al., CVPR 2017), all in torch; returns the (Q, G) d*.
-
-    On the probe-and-gallery set P ∪ G with Euclidean distances d (squared, scaled per row
-    by its maximum, as in the paper's code release):
-
-    * N(p, k): p and its k nearest neighbours (a stable sort breaks ties by index);
-      R(p, k) = {g in N(p, k): p in N(g, k)}, the k-reciprocal neighbours.
-    * R*(p, k) = R(p, k) ∪ R(q, round(k/2)) for every q in R(p, k) with
-      |R(p, k) ∩ R(q, k/2)| > 2/3 |R(q, k/2)|.
-    * V_{p,g} = exp(-d(p, g)) for g in R*(p, k1), else 0, normalised to sum 1 over g.
-    * local query expansion: V_p <- mean of V_g over the k2 first entries of p's ranking
-      (p and its k2 - 1 nearest neighbours).
-    * d_J(p, g) = 1 - sum_j min(V_pj, V_gj) / sum_j max(V_pj, V_gj).
-    * d*(p, g) = (1 - λ) d_J(p, g) + λ d(p, g).
-
-    Memory is O((Q + G)^2): meant for data sets of Market-1501 size and below.
-    """
-    num_q = len(q)
-    x = torch.cat([q, g]).float()
-    n = len(x)
-    d = pairwise_distance(x, x, squared=True)
-    d = d / d.max(dim=1, keepdim=True).values.clamp(min=1e-12)
-    ranks = torch.argsort(d, dim=1, stable=True)
-
-    def reciprocal(k: int) -> torch.Tensor:  # (n, n) bool: R(p, k) as a mask
-        knn = torch.zeros(n, n, dtype=torch.bool, device=x.device)
-        knn.scatter_(1, ranks[:, :k + 1], True)
-        return knn & knn.T
-
-    r1 = reciprocal(k1)
-    r_half = reciprocal(int(round(k1 / 2)))
-    # R*(p) = R(p) ∪ the R(q, k/2) (q in R(p)) that overlap R(p) in at least 2/3 of their size
-    overlap = (r_half.float() @ r1.float().T).T  # [p, q] = |R(p, k) ∩ R(q, k/2)|
-    good = r1 & (overlap > 2 / 3 * r_half.sum(1).float()[None, :])
-    r_star = r1 | ((good.float() @ r_half.float()) > 0)
-
-    v = torch.where(r_star, torch.exp(-d), torch.zeros_like(d))
-    v = v / v.sum(1, keepdim=True)
-    if k2 > 1:
-        v = v[ranks[:, :k2]].mean(1)
-    d_j = torch.empty(num_q, n - num_q, dtype=v.dtype, device=v.device)
-    vg = v[num_q:]
-    for s in range(num_q):  # sum_j min / sum_j max, one query at a time to bound memory
-        vq = v[s]
-        mins = torch.minimum(vq, vg).sum(1)
-        d_j[s] = 1 - mins / (2 - mins)  # sum max = sum vq + sum vg - sum min = 2 - sum min
-    return (1 - lambda_) * d_j + lambda_ * d[:num_q, num_q:]
-
-
 _rerank = rerank  # ``evaluate`` has a flag of the same name
 
 
@@ -168,7 +123,8 @@ def evaluate(model, data, height=None, width=None, flip: bool = True, rerank: bo
     protocol, the config's ``eval.metric``: "market" (Market-1501 mAP and CMC) or
     "cuhk03_single_shot" (the authors' CUHK03 numbers: the same mAP, the legacy CMC; see
     :func:`rrid.metrics.ranking_metrics`). Returns ``(metrics, distmat)`` with ``distmat`` a
-    (Q, G) CPU tensor.
+    (Q, G) CPU tensor. With ``rerank`` the distances and the re-ranking run on ``device`` (default:
+    the model's).
     """
     if ranking_metric not in METRICS:  # fail before the features are extracted
         raise ValueError(f"evaluate(ranking_metric={ranking_metric!r}): expected one of {list(METRICS)}")
@@ -184,7 +140,8 @@ def evaluate(model, data, height=None, width=None, flip: bool = True, rerank: bo
     kw = dict(flip=flip, normalize=True, amp=amp, device=device, progress=progress)
     qf, gf = extract_features(model, q_loader, **kw), extract_features(model, g_loader, **kw)
     if rerank:
-        distmat = _rerank(qf.feats, gf.feats)
+        dev = _device_of(model, device)
+        distmat = _rerank(qf.feats.to(dev), gf.feats.to(dev)).cpu()
     else:
         distmat = pairwise_distance(qf.feats, gf.feats, metric=metric)
     metrics = ranking_metrics(distmat, qf.pids, gf.pids, qf.camids, gf.camids, metric=ranking_metric)
