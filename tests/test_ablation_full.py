@@ -262,6 +262,12 @@ def test_cache_sizes_and_the_t4_figures():
     flops, params = est._training_flops(4, ablation.FULL, 651)
     assert flops == 3 * 2 * (7 * 2048 * 256 + 7 * 256 * 651) * 64
     assert params == 7 * (2048 * 256 + 256 + 2 * 256) + 7 * (256 * 651 + 651)
+    torch.manual_seed(7)
+    expected = torch.rand(1)
+    torch.manual_seed(7)
+    rates = est.t4_rates(ablation.FULL, [1, 4], n, repeats=1)
+    assert torch.equal(torch.rand(1), expected)                           # the caller's random state is kept
+    assert rates.step[4] > est.T4_MARGIN * flops / est.T4_FP32_FLOPS     # the arithmetic and more (the overhead)
     size = est.counts(dataclasses.replace(ablation.FULL, root="/nonexistent"))       # no data: the paper's sizes
     assert size.estimated and (size.train_ids, size.query) == (651, 3_368)
     assert size.train == round(12_936 * 651 / 751) and math.isclose(size.gallery, 19_732)

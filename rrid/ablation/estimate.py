@@ -269,7 +269,8 @@ def _image_seconds(protocol, device, batch: int) -> float:
 
 
 def measure(protocol, rows: Sequence, n: Counts, device: torch.device | None = None, repeats: int = 3) -> Rates:
-    """Rates timed on ``device`` (default: where the protocol's heads run) with random inputs."""
+    """Rates timed on ``device`` (default: where the protocol's heads run) with random inputs; the
+    caller's random state is left as it was."""
     device = device or protocol.head_device()
     batch = protocol.batch if device.type == "cuda" else min(protocol.batch, 8)
     with torch.random.fork_rng(devices=[]):
@@ -303,21 +304,25 @@ def _backbone_ratio(protocol) -> float:
 
 
 def t4_rates(protocol, rows: Sequence, n: Counts, repeats: int = 5) -> Rates:
-    """Rates of an NVIDIA T4 from public figures and this machine's per-operation cost (module docstring)."""
+    """Rates of an NVIDIA T4 from public figures and this machine's per-operation cost (module docstring).
+    The caller's random state is left as it was (building heads seeds torch's generator)."""
     with torch.random.fork_rng(devices=[]):
         overhead = {r: _step_seconds(r, protocol, n.train_ids, torch.device("cpu"), repeats, tiny=True) for r in rows}
         ranking = _ranking_seconds(n, 1, torch.device("cpu"), distances=False)   # the ranking alone: the CPU's
+        work = {r: _training_flops(r, protocol, n.train_ids) for r in rows}
+        ratio = _backbone_ratio(protocol)
     dim = max(row_config(r, protocol.backbone, **protocol.model_overrides).feature_dim for r in rows)
     ranking += 2 * n.query * n.gallery * dim / T4_FP32_FLOPS                     # the distances: the T4's
     step, embed = {}, {}
-    for r in rows:
-        flops, params = _training_flops(r, protocol, n.train_ids)
+    for r, (flops, params) in work.items():
         step[r] = overhead[r] + flops / T4_FP32_FLOPS + BYTES_PER_PARAMETER * params / T4_BYTES_PER_S
         embed[r] = overhead[r] / 512 + flops / (3 * protocol.p * protocol.k) / T4_FP32_FLOPS
-    image = _backbone_ratio(protocol) / T4_RESNET50_IMAGES_PER_S
     m = T4_MARGIN
-    return Rates(m * image, {r: m * v for r, v in step.items()}, {r: m * v for r, v in embed.items()}, m * ranking,
-                 f"an NVIDIA T4: public figures and this machine's per-operation cost, x{m:g}")
+    where = (f"an NVIDIA T4: its backbone at {T4_RESNET50_IMAGES_PER_S / ratio:.0f} images/s, NVIDIA's "
+             f"{T4_RESNET50_IMAGES_PER_S:,.0f} for ResNet-50 at 224 x 224 over {ratio:.2f} times its "
+             f"multiply-accumulates; its heads at this machine's per-operation cost; all x{m:g}")
+    return Rates(m * ratio / T4_RESNET50_IMAGES_PER_S, {r: m * v for r, v in step.items()},
+                 {r: m * v for r, v in embed.items()}, m * ranking, where)
 
 
 def t4_estimate(rows: Sequence = tuple(range(1, 14)), seeds: int | None = None) -> Estimate:
