@@ -40,249 +40,119 @@ train_seconds, wall_seconds, protocol), ``blocks_quick.csv`` (row, seed, block, 
 already in the CSV is skipped, so the benchmark can be stopped and resumed in pieces; runs of
 another protocol (e.g. after the package's RRIDConfig defaults changed) are refused (``--fresh``).
 One thread; the backbone and the feature cache are built once into ``rrid.paths.cache_dir()``.
+The loop, the files and the report are ``rrid.ablation.benchmark``'s (chapter 9 runs the same).
+
+Full protocol (``--protocol full``): ``rrid.ablation.FULL``, the same rows, seeds' pairing,
+intervals and verdicts at paper scale: Market-1501 (prepared in ``data/market1501``) at
+384 x 128, a frozen ImageNet ResNet-50, the heads reading band statistics of its map (the
+reasons are in ``rrid/ablation/full.py``), 5 seeds (0-4) by default; ``ablation_full.csv``,
+``blocks_full.csv``, ``ablation_full_ap.npz``, ``ablation_full.md``. It prints its time
+estimate (measured here, and a T4's from public figures) before it starts, says so and stops
+when Market-1501 is missing, and refuses to start when the estimate is over ``--max-hours``
+(a CPU: days). With ``RRID_SMOKE=1`` it runs ``rrid.ablation.SMOKE`` instead: the same code on
+market1501-mini with a random ResNet-50, 2 rows, 2 seeds, 1 epoch, in seconds, into
+``<cache>/ablation-smoke`` (smoke numbers, not results).
 
     python benchmarks/ablation_quick.py                     # the whole benchmark, resumable
     python benchmarks/ablation_quick.py --seeds 0 1         # a piece: only these seeds
     python benchmarks/ablation_quick.py --fresh             # start again (new protocol or defaults)
     python benchmarks/ablation_quick.py --report            # only rewrite ablation_quick.md from the CSVs
+    python benchmarks/ablation_quick.py --protocol full     # on a GPU (35-50 min on a T4 by the estimate)
+    RRID_SMOKE=1 python benchmarks/ablation_quick.py --protocol full    # the smoke run (CPU)
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+import torch
 
-from rrid import ablation
-from rrid.files import atomic_path, atomic_write
+import rrid.book
+from rrid import ablation, paths
+from rrid.ablation import benchmark, estimate
+from rrid.errors import UserError
 from rrid.model import TABLE2
-from rrid.stats import mean_interval, spearman
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_COLUMNS = ["row", "seed", "mAP", "rank1", "mINP", "feature_dim", "epochs", "train_seconds", "wall_seconds", "cpu_seconds", "protocol"]
-BLOCK_COLUMNS = ["row", "seed", "block", "mAP", "rank1"]
 SEEDS = list(range(5))
-GOAL = ablation.POWER_GOAL   # mAP points: the half-width every paired 95 % interval should reach
-README = """# Quick ablation of Table 2 (written by benchmarks/ablation_quick.py)
-
-**Quick mode, synthetic data, a head-only protocol on a frozen ResNet-18: these are not the paper's
-results and not paper-scale results.**
-
-Protocol (`rrid.ablation.QUICK`; the details are in the docstrings of
-`rrid/ablation.py` and `benchmarks/ablation_quick.py`):
-
-- **Data**: one synthetic set (seed {data_seed}) with three disjoint groups of identities: {backbone_ids} train the
-  backbone, {train_ids} ({images_per_id} images each) train the heads, {test_ids} form the test split (query and
-  gallery, Market-1501 protocol). Input {height} x {width}.
-- **Backbone**: {backbone} from scratch, trained once for {backbone_epochs} epochs with a generic objective (softmax
-  identity classification on the global average of the feature map, last stride 2, as ImageNet pre-training), then
-  frozen and used with last stride 1. It was trained with none of the rows' heads; its global-average objective is
-  closest to the rows that pool with GAP (1, 2, 3, 6 and 10; 7 and 11 with GAP+GMP), so any bias it has would favour
-  those.
-- **Cache**: the feature maps x of the head-training images ({views} views: plain, mirrored, random flip + erasing)
-  and of the test images (plain and mirrored).
-- **Heads**: for each row and seed, the package's heads of that row (`RRID` with its backbone replaced by the cache,
-  `RRIDLoss`, the package's default `RRIDConfig` otherwise) trained for {epochs} epochs of P x K = {p} x {k} batches,
-  SGD lr {head_lr} (x0.1 after epoch {milestones}), momentum {momentum}, weight decay {weight_decay}. A seed fixes the
-  batches, the views and the initial weights for every row, so differences between rows are paired.
-- **Evaluation**: flip-averaged embedding, L2-normalised, Euclidean distances; the whole embedding (Table 2) and each
-  256-d block alone (Tables 3 and 4).
-
-**Why**: the end-to-end quick protocol this replaces (ResNet-18 from scratch per row, 1 epoch, 3 seeds) had a seed sd
-of 2-6 mAP points and could not resolve effects of 0.1-3 points within the time a 2-core CPU allows. Freezing one
-backbone removes its training noise and makes a run take seconds to minutes; pilots showed paired differences
-varying by a few tenths of a point between seeds and the heads converging by epoch 8, so 5 seeds of 10 epochs
-reach the 1.5-point goal.
-
-**What it isolates**: how well each head design (stripe pooling, the relation module, GCP and the other global
-poolings, one or three scales, their classifiers and losses) uses one fixed feature map. **What it cannot show**: how
-each head's gradients shape the backbone, which the paper's end-to-end training includes, and anything about real
-images, ImageNet features, ResNet-50 or 384 x 128 inputs.
-
-**Tables 3 and 4**: which Table 2 rows gave the paper's single-feature tables is an **inference**, not stated in the
-paper: Table 3 (q_i of P6 without / with the relation module) = rows 4 and 5; Table 4 (q_0 of P6 by global pooling) =
-rows 6 (GAP), 5 (GMP), 7 (GAP+GMP) and 8 (GCP).
-
-Verdicts (`rrid.stats.verdict`): "agrees with the paper" when the 95 % interval excludes 0 on the side of the paper's
-difference, "contradicts it" when it excludes 0 on the other side, "cannot tell at this power" when it contains 0.
-
-"""
 
 
-# ----------------------------------------------------------------------------- CSV files
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def _protocol(name: str):
+    """The protocol ``--protocol`` names: QUICK, FULL, or SMOKE under RRID_SMOKE=1."""
+    if name == "quick":
+        return ablation.QUICK
+    return ablation.smoke_protocol() if rrid.book.smoke() else ablation.FULL
 
 
-def write_csv(path: Path, columns: list[str], lines: list[dict]) -> None:
-    """Write ``lines`` (sorted by row, seed) to a temp file beside ``path``, then rename it."""
-    def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    lines = sorted(lines, key=lambda d: (int(d["row"]), int(d["seed"])))  # stable: blocks keep their order
-    with atomic_write(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({c: fmt(d[c]) for c in columns} for d in lines)
+def _info(protocol) -> dict | None:
+    """The feature cache's info, None when it (or the data that names it) is not here."""
+    try:
+        return ablation.cache_info(protocol)
+    except UserError:
+        return None
 
 
-def read_ap(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        return {}
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+def _ready(protocol, rows, seeds, max_hours: float) -> None:
+    """For the full protocol: its data is there and its estimate here fits ``max_hours``; else exit
+    with the reason (no data, no GPU), the estimate printed first when there is data to estimate."""
+    gpu = "" if torch.cuda.is_available() else (" There is no CUDA GPU here either: the full protocol needs one "
+                                                "(Colab: Runtime > Change runtime type > T4 GPU).")
+    try:
+        ablation.market_split(protocol)
+    except UserError as err:
+        if protocol.max_ids:
+            sys.exit(f"no data for the smoke run: {err}\nPoint RRID_MARKET_MINI at market1501-mini.")
+        sys.exit(f"no data for the full protocol: {err}\nPrepare Market-1501 with `python -m rrid prepare "
+                 "market1501 --source Market-1501-v15.09.15.zip`, or set RRID_SMOKE=1 for the smoke run." + gpu)
+    here = estimate.announce(protocol, rows, seeds)
+    if here.total > 3600 * max_hours:
+        sys.exit(f"not started: {estimate.duration(here.total)} by the estimate above, over --max-hours {max_hours}."
+                 + (gpu or " Run it on a faster GPU, with fewer --seeds, or raise --max-hours."))
 
 
-def write_ap(path: Path, ap: dict[str, np.ndarray]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **ap)
-
-
-# ----------------------------------------------------------------------------- the report
-
-def _fmt_cmp(c, label: str) -> str:
-    q = c.quick
-    ok = "yes" if q.half_width <= GOAL else "NO"
-    return (f"| {label} | {c.paper:+.1f} | {q.mean:+.2f} | [{q.low:+.2f}, {q.high:+.2f}] | {q.half_width:.2f} | {ok} | "
-            f"{q.n} | {c.verdict} |")
-
-
-def _build_time(info: dict | None) -> str:
-    """"; the feature cache took ... once" from the cache's info (the backbone's time where it was recorded)."""
-    if not info or not info.get("seconds"):
-        return ""
-    text = f"; before these runs, the feature cache took {info['seconds'] / 60:.1f} min of wall time once"
-    if info.get("backbone_seconds"):
-        text += f" and the backbone's training {info['backbone_seconds'] / 60:.1f} min"
-    return text
-
-
-def report(out: Path, protocol: ablation.Protocol, info: dict | None) -> str:
-    """The summary (markdown) of the CSV files in ``out``; ``info``: ``rrid.ablation.cache_info``."""
-    runs = ablation.read_runs(out / "ablation_quick.csv")
-    blocks = ablation.read_blocks(out / "blocks_quick.csv")
-    lines = read_csv(out / "ablation_quick.csv")
-    seeds = sorted({int(d["seed"]) for d in lines})
-    s = io.StringIO()
-    w = lambda text="": print(text, file=s)   # noqa: E731
-    w("## Rows (mAP, %; mean and 95 % t interval over seeds)")
-    w()
-    w("| row | F-dim | seeds | quick mAP | 95 % CI | quick rank-1 | paper mAP | paper rank-1 |")
-    w("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for t in TABLE2:
-        if t.row not in runs:
-            continue
-        m = mean_interval([v["mAP"] for v in runs[t.row].values()])
-        r1 = mean_interval([v["rank1"] for v in runs[t.row].values()])
-        w(f"| {t.row} | {t.feature_dim} | {m.n} | {m.mean:.2f} | [{m.low:.2f}, {m.high:.2f}] | {r1.mean:.2f} | "
-          f"{t.market_map:.1f} | {t.market_rank1:.1f} |")
-    done = [t.row for t in TABLE2 if t.row in runs]
-    if len(done) > 2:
-        rho = spearman([TABLE2[r - 1].market_map for r in done], [mean_interval([v["mAP"] for v in runs[r].values()]).mean
-                                                                  for r in done])
-        w()
-        w(f"Spearman's rho between the paper's Market-1501 mAP and the quick mean mAP over {len(done)} rows: "
-          f"{rho.rho:.2f} (p = {rho.pvalue:.3f}).")
-    header = ["| comparison | paper | quick mean | 95 % CI | half-width | <= 1.5 | seeds | verdict |",
-              "|---|---:|---:|---:|---:|:-:|---:|---|"]
-    cmp = [c for c in ablation.comparisons(runs, [p for p in ablation.COMPARISONS if p[0] in runs and p[1] in runs])]
-    w()
-    w("## Table 2 comparisons (row A - row B, mAP points; paired t interval over seeds)")
-    w()
-    w("\n".join(header))
-    for c in cmp:
-        w(_fmt_cmp(c, f"{c.a} - {c.b}"))
-    bl = [c for c in ablation.block_comparisons(blocks, [p for p in ablation.TABLE3_COMPARISONS + ablation.TABLE4_COMPARISONS
-                                                         if (p[0], p[2]) in blocks and (p[1], p[2]) in blocks])]
-    pool_of = {row: name for name, row in ablation.TABLE4_ROWS.items()}
-    w()
-    w("## Tables 3 and 4 (single 256-d blocks of P6, mAP points; paired t interval over seeds)")
-    w()
-    w("Which Table 2 rows gave the paper's Tables 3 and 4 is an inference, not stated in the paper: "
-      "Table 3 = rows 4 (w/o RM) and 5 (RM), Table 4 = q_0 of P6 in rows 6 (GAP), 5 (GMP), 7 (GAP+GMP) and 8 (GCP).")
-    w()
-    w("\n".join(header))
-    for c in bl:
-        label = (f"q{c.block[-1]}: RM - w/o RM" if c.block != "P6/q0" else f"q0: {pool_of[c.a]} - {pool_of[c.b]}")
-        w(_fmt_cmp(c, label))
-    every = cmp + bl
-    if every:
-        worst = max(c.quick.half_width for c in every)
-        w()
-        w(f"Half-widths: {sum(c.quick.half_width <= GOAL for c in every)} of {len(every)} comparisons at or below "
-          f"{GOAL} mAP points; the largest is {worst:.2f}.")
-    train = sum(float(d["train_seconds"]) for d in lines)
-    wall = sum(float(d["wall_seconds"]) for d in lines)
-    cpu = sum(float(d["cpu_seconds"]) for d in lines)
-    w()
-    w(f"Time: {len(lines)} runs ({len(runs)} rows x seeds {seeds}) took {wall / 60:.1f} min of wall time "
-      f"({train / 60:.1f} min of it head training, the rest evaluation) and {cpu / 60:.1f} min of CPU time, on one "
-      "thread of this project's 2-core machine while other jobs shared it (wall time > CPU time: the process waited "
-      "for a core)" + _build_time(info) + ".")
-    return s.getvalue()
-
-
-def main(argv=None, protocol: ablation.Protocol = ablation.QUICK) -> None:
+def main(argv=None, protocol=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, nargs="+", default=list(range(1, 14)), help="Table 2 rows (1..13)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--report", action="store_true", help="only rewrite ablation_quick.md from the CSV files")
-    ap.add_argument("--fresh", action="store_true", help="delete the results in --out first (e.g. after the protocol changed)")
+    ap.add_argument("--protocol", choices=["quick", "full"], default="quick",
+                    help="quick: rrid.ablation.QUICK (CPU); full: rrid.ablation.FULL (a GPU), SMOKE under RRID_SMOKE=1")
+    ap.add_argument("--rows", type=int, nargs="+", default=None, help="Table 2 rows (1..13; the smoke run: 4 5)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0-4 (quick, full), 0-1 (smoke)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: benchmarks/results (smoke: <cache>/ablation-smoke)")
+    ap.add_argument("--report", action="store_true", help="only rewrite the report (.md) from the CSV files")
+    ap.add_argument("--fresh", action="store_true",
+                    help="delete the results in --out first (e.g. after the protocol changed)")
+    ap.add_argument("--max-hours", type=float, default=3.0,
+                    help="full protocol: do not start when the estimate is longer")
     args = ap.parse_args(argv)
-    bad = [r for r in args.rows if not 1 <= r <= len(TABLE2)]
+    protocol = protocol or _protocol(args.protocol)
+    smoke = isinstance(protocol, ablation.FullProtocol) and protocol.max_ids > 0
+    rows = args.rows or ([4, 5] if smoke else list(range(1, 14)))
+    bad = [r for r in rows if not 1 <= r <= len(TABLE2)]
     if bad:
         ap.error(f"--rows: expected rows of Table 2 (1..{len(TABLE2)}), got {bad}")
-    runs_csv, blocks_csv, ap_npz = (args.out / n for n in ("ablation_quick.csv", "blocks_quick.csv", "ablation_quick_ap.npz"))
-    args.out.mkdir(parents=True, exist_ok=True)
-    info = ablation.cache_info(protocol)
+    seeds = args.seeds or (list(range(protocol.seeds)) if isinstance(protocol, ablation.FullProtocol) else SEEDS)
+    out = args.out or (paths.cache_dir() / "ablation-smoke" if smoke else ROOT / "benchmarks" / "results")
+    files = benchmark.result_files(out, protocol)
+    if smoke:
+        print(f"RRID_SMOKE=1: the smoke protocol (market1501-mini, random {protocol.backbone}): smoke numbers, "
+              f"not results, into {out}", flush=True)
     if args.fresh and not args.report:
-        for path in (runs_csv, blocks_csv, ap_npz, args.out / "ablation_quick.md"):
+        for path in files:
             path.unlink(missing_ok=True)
-    other = {d["protocol"] for d in read_csv(runs_csv)} - {protocol.key()}
-    if other and not args.report:
-        sys.exit(f"{runs_csv} holds runs of another protocol ({', '.join(sorted(other))}; this one is {protocol.key()}: "
-                 "the protocol or the package's RRIDConfig defaults changed). Pass --fresh to start again, or --out "
-                 "another folder.")
-    if not args.report:
-        t0 = time.perf_counter()
-        feats = ablation.features(protocol, progress=True)
-        info = feats.info
-        print(f"feature cache ready in {time.perf_counter() - t0:.0f} s "
-              f"(built in {(info or {}).get('seconds') or 0:.0f} s): {tuple(feats.train_x.shape)} training maps",
-              flush=True)
-        runs, blocks, aps = read_csv(runs_csv), read_csv(blocks_csv), read_ap(ap_npz)
-        done = {(int(d["row"]), int(d["seed"])) for d in runs}
-        todo = [(r, s) for s in args.seeds for r in args.rows if (r, s) not in done]
-        print(f"{len(done)} runs already in {runs_csv}; {len(todo)} to train", flush=True)
-        for i, (row, seed) in enumerate(todo, 1):
-            t1, c1 = time.perf_counter(), time.process_time()
-            run = ablation.train_heads(row, seed, protocol, feats)
-            wall, cpu = time.perf_counter() - t1, time.process_time() - c1
-            aps[f"row{row:02d}_seed{seed}"] = run.all_AP.astype(np.float32)
-            write_ap(ap_npz, aps)                       # AP and blocks first: a run in runs_csv has both
-            blocks = [b for b in blocks if (int(b["row"]), int(b["seed"])) != (row, seed)]
-            blocks += [{"row": row, "seed": seed, "block": k, "mAP": m, "rank1": r1} for k, (m, r1) in run.blocks.items()]
-            write_csv(blocks_csv, BLOCK_COLUMNS, blocks)
-            runs.append({"row": row, "seed": seed, "mAP": run.mAP, "rank1": run.rank1, "mINP": run.mINP,
-                         "feature_dim": run.feature_dim, "epochs": protocol.epochs, "train_seconds": run.train_seconds,
-                         "wall_seconds": wall, "cpu_seconds": cpu, "protocol": protocol.key()})
-            write_csv(runs_csv, RUN_COLUMNS, runs)
-            print(f"[{i}/{len(todo)}] row {row:2d} seed {seed}: mAP {run.mAP:.2f} rank-1 {run.rank1:.2f} "
-                  f"({run.train_seconds:.0f} s training, {wall:.0f} s in all)", flush=True)
-    text = report(args.out, protocol, info)
-    with atomic_write(args.out / "ablation_quick.md") as f:
-        values = {**protocol.as_dict(), "milestones": ", ".join(map(str, protocol.milestones))}
-        f.write(README.format(**values) + "\n" + text)
+    if args.report:
+        if not files.runs.is_file():
+            sys.exit(f"--report: no results in {out} ({files.runs.name} is missing)")
+        text = benchmark.write_report(files, protocol, _info(protocol))
+    else:
+        if isinstance(protocol, ablation.FullProtocol):
+            _ready(protocol, rows, seeds, args.max_hours)
+        try:
+            text = benchmark.run(protocol, rows, seeds, out)
+        except UserError as err:           # mixed protocols, no ImageNet weights, a bad data folder: one line
+            sys.exit(f"error: {err}")
     print(text)
 
 

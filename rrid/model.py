@@ -197,7 +197,8 @@ def stripe_pool(x: Tensor, n: int, mode: str = "gmp", slicing: str = "adaptive")
     (neighbouring stripes then share a row, e.g. P4 on the 6-row map of a 96 x 32 input).
     ``slicing="official"`` slices as the authors' code (int(H/n) rows each, the bottom H mod n
     rows dropped); the model always uses "adaptive". Written as plain slices so that the model
-    exports to ONNX at every height.
+    exports to ONNX at every height. Only ``x.shape``, row slices and the max or mean over (H, W)
+    are read: ``rrid.ablation.BandMap`` (band statistics in place of a map) relies on that.
     """
     if mode not in ("gmp", "gap"):
         raise ValueError(f"stripe pooling mode={mode!r}: expected 'gmp' or 'gap'")
@@ -369,7 +370,8 @@ class GlobalPooling(nn.Module):
         self.layer = Reduction(in_channels, reduced_dim)
 
     def pool(self, x: Tensor) -> Tensor:
-        """The pooled vector before the reduction, (N, C), from x: (N, C, H, W)."""
+        """The pooled vector before the reduction, (N, C), from x: (N, C, H, W) (read only through its
+        max and mean over (H, W), as ``stripe_pool``)."""
         if self.mode == "gmp":
             return x.amax(dim=(2, 3))
         if self.mode == "gap":

@@ -46,11 +46,24 @@ kept on disk; ``rank(row_or_model)`` ranks the test split from the cache (an
 ``python -m rrid prepare-book`` (``rrid.book.prepare``) builds all of it ahead of time (``make book``
 runs it first).
 
-Modules: :mod:`~rrid.ablation.protocol` (the protocol, data split, backbone, feature cache),
-:mod:`~rrid.ablation.heads` (head training on ``rrid.train``'s step, evaluation, trained models),
-:mod:`~rrid.ablation.results` (the benchmark's CSV files and their comparisons).
+**At paper scale** (chapter 9's full mode): ``FULL``, a :class:`FullProtocol` with the same steps
+4-5 on Market-1501 at 384 x 128 and a frozen ImageNet ResNet-50 (steps 1-2 become "torchvision's
+weights"). Its maps would take 66 GB; every head reads a map only through pooling over whole
+rows, so its cache holds each band's max and sum (:mod:`~rrid.ablation.bands`), 1/12 of the size,
+from which every head's input follows exactly. ``SMOKE`` runs that code with the smallest
+amounts (``RRID_SMOKE=1``: market1501-mini, a random ResNet-50).
+
+Modules: :mod:`~rrid.ablation.protocol` (the quick protocol, data split, backbone, feature cache),
+:mod:`~rrid.ablation.bands` (band statistics and ``BandMap``), :mod:`~rrid.ablation.full` (the
+full protocol and its band cache), :mod:`~rrid.ablation.heads` (head training on ``rrid.train``'s
+step, evaluation, trained models), :mod:`~rrid.ablation.estimate` (how long a protocol takes,
+measured and on a T4), :mod:`~rrid.ablation.benchmark` (rows x seeds into the result files,
+resumably), :mod:`~rrid.ablation.results` (the CSV files read back and their comparisons).
 """
 
+from . import benchmark, estimate
+from .bands import BandMap, band_bounds, band_statistics
+from .full import FULL, SMOKE, FullProtocol, build_bands, frozen_backbone, market_split, smoke_protocol
 from .heads import (NAMED_ROWS, HeadRun, HeadState, batches, embed_cached, evaluate_heads, head_model, live_ablation,
                     heads_file, rank, row_config, train_heads, trained_model, trained_run)
 from .protocol import (LOG_EVERY, QUICK, FeatureCache, Protocol, build_features, cache_info, default_cache_dir,
@@ -63,4 +76,5 @@ __all__ = ["Protocol", "QUICK", "FeatureCache", "LOG_EVERY", "synthetic_split", 
            "head_model", "batches", "train_heads", "embed_cached", "evaluate_heads", "live_ablation", "trained_model",
            "trained_run", "rank", "heads_file", "COMPARISONS", "POWER_GOAL", "TABLE3_ROWS", "TABLE4_ROWS", "PAPER_TABLE3",
            "PAPER_TABLE4", "TABLE3_COMPARISONS", "TABLE4_COMPARISONS", "Comparison", "read_runs", "read_blocks",
-           "comparisons", "block_comparisons"]
+           "comparisons", "block_comparisons", "BandMap", "band_bounds", "band_statistics", "FullProtocol", "FULL",
+           "SMOKE", "build_bands", "frozen_backbone", "market_split", "smoke_protocol", "benchmark", "estimate"]

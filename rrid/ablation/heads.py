@@ -28,8 +28,8 @@ from rrid.model import RRID, TABLE2, RRIDConfig
 from rrid.retrieval import Ranking, block_columns
 from rrid.train import TrainerState, build_optimizer, build_scheduler, train_one_epoch
 
-from .protocol import (LOG_EVERY, QUICK, FeatureCache, Protocol, cache_file, default_cache_dir, features,
-                       synthetic_split, train_backbone)
+from .bands import BandMap
+from .protocol import LOG_EVERY, QUICK, FeatureCache, Protocol, default_cache_dir, features
 
 __all__ = ["NAMED_ROWS", "HeadState", "HeadRun", "row_config", "head_model", "batches", "train_heads", "embed_cached",
            "evaluate_heads", "live_ablation", "trained_model", "trained_run", "rank", "heads_file"]
@@ -91,18 +91,24 @@ def _metrics(emb: torch.Tensor, feats: FeatureCache) -> dict:
                             feats.q_camids, feats.g_camids)
 
 
+def _flip_average(model: RRID, x) -> torch.Tensor:
+    """(model(x[0]) + model(x[1])) / 2 for the plain and mirrored views x (2, N, ...), 512 at a time."""
+    return sum(torch.cat([model(x[v, s:s + 512].float()) for s in range(0, x.shape[1], 512)]) for v in range(2)) / 2
+
+
 def embed_cached(model: RRID, feats: FeatureCache) -> torch.Tensor:
     """(Q + G, D): the flip-averaged embedding (model(x) + model(x mirrored)) / 2 of every query,
-    then every gallery image, from the cached maps x; not normalised. A full model (e.g.
-    :func:`trained_model`) runs without its backbone here: the cache holds the backbone's output."""
+    then every gallery image, from the cached maps x (or their ``BandMap``); not normalised, on the
+    cache's device. A full model (e.g. :func:`trained_model`) runs without its backbone here: the
+    cache holds the backbone's output."""
     was, backbone = model.training, model.backbone
     model.eval()
     model.backbone = nn.Identity()
     try:
         with torch.inference_mode():
-            x = torch.cat([feats.query_x, feats.gallery_x], dim=1)          # (2, Q + G, C, H, W)
-            return sum(torch.cat([model(x[v, s:s + 512].float()) for s in range(0, x.shape[1], 512)])
-                       for v in range(2)) / 2
+            if isinstance(feats.query_x, BandMap):   # Market-1501's test split: embedded in place, no joined copy
+                return torch.cat([_flip_average(model, feats.query_x), _flip_average(model, feats.gallery_x)])
+            return _flip_average(model, torch.cat([feats.query_x, feats.gallery_x], dim=1))   # (2, Q + G, C, H, W)
     finally:
         model.backbone = backbone
         model.train(was)
@@ -145,10 +151,12 @@ def train_heads(row: int | str, seed: int, protocol: Protocol = QUICK, feats: Fe
     for ``seed`` on the cached features; evaluate.
 
     Per step: a batch of cached maps (:func:`batches`), L = L_triplet + λ L_ce (``RRIDLoss``,
-    Eq. 3), one SGD step on the heads (lr ``head_lr``, x0.1 at ``milestones``). ``callbacks``
+    Eq. 3), one SGD step on the heads (lr ``head_lr``, x0.1 at ``milestones``), on
+    ``protocol.head_device()`` (QUICK: the CPU; FULL: a GPU when there is one). ``callbacks``
     get ``on_fit_start``, ``on_step(state, logs)`` (logs as in ``rrid.fit``), ``on_epoch``,
     ``on_eval(state, metrics)`` (fractions; every ``eval_every`` epochs and after the last
-    when ``eval_every`` > 0) and ``on_fit_end``. ``train_seconds`` excludes evaluation.
+    when ``eval_every`` > 0) and ``on_fit_end``. ``train_seconds`` excludes evaluation. Each 256-d
+    block is scored alone too where ``protocol.scores_blocks(row)`` (``blocks``, else empty).
     """
     return _fit_heads(row, seed, protocol, feats, callbacks, eval_every, cache_dir)[1]
 
@@ -158,23 +166,25 @@ def _fit_heads(row, seed, protocol, feats=None, callbacks=(), eval_every=0, cach
     ``rrid.train``'s: :func:`rrid.train.train_one_epoch` over cached maps, the recipe's optimiser."""
     pr = protocol
     feats = feats if feats is not None else features(pr, cache_dir)
-    labels, views = feats.train_labels, feats.train_x.shape[0]
+    labels, views, device = feats.train_labels, feats.train_x.shape[0], pr.head_device()
+    on_device = labels.to(device)
     with runtime.threads(pr.threads):
-        model = head_model(row, seed, feats.num_classes, pr.backbone, **pr.model_overrides)
+        model = head_model(row, seed, feats.num_classes, pr.backbone, **pr.model_overrides).to(device)
         model.train()
         recipe = OptimConfig(head_lr=pr.head_lr, momentum=pr.momentum, weight_decay=pr.weight_decay,
                              milestones=pr.milestones)
         optimizer = build_optimizer(model.parameters(), recipe)
         scheduler = build_scheduler(optimizer, recipe)
-        state = HeadState(None, model, optimizer, scheduler=scheduler, row=row, seed=seed)
+        state = HeadState(None, model, optimizer, scheduler=scheduler, device=device, row=row, seed=seed)
         for cb in callbacks:
             cb.on_fit_start(state)
         history, t0, eval_seconds = [], time.perf_counter(), 0.0
         for epoch in range(pr.epochs):
-            epoch_batches = list(batches(labels, views, pr, seed, epoch))
+            # the epoch's indices go to the device at once, not one small copy (and wait) per step
+            epoch_batches = [(idx.to(device), view.to(device)) for idx, view in batches(labels, views, pr, seed, epoch)]
             state.epoch, state.batch, state.steps_per_epoch = epoch, 0, len(epoch_batches)
             state.sums.zero_()
-            cached = ((feats.train_x[view, idx].float(), labels[idx]) for idx, view in epoch_batches)
+            cached = ((feats.train_x[view, idx].float(), on_device[idx]) for idx, view in epoch_batches)
             entry = {"epoch": epoch, **train_one_epoch(state, cached, callbacks, log_every=LOG_EVERY),
                      "step": state.step}
             scheduler.step()
@@ -191,9 +201,9 @@ def _fit_heads(row, seed, protocol, feats=None, callbacks=(), eval_every=0, cach
         seconds = time.perf_counter() - t0 - eval_seconds
         for cb in callbacks:
             cb.on_fit_end(state)
-        m = evaluate_heads(model, feats)
+        m = evaluate_heads(model, feats, blocks=pr.scores_blocks(row))
     return model.eval(), HeadRun(row, seed, m["mAP"], m["rank1"], m["mINP"], m["feature_dim"], m["all_AP"],
-                                 m["blocks"], history, seconds)
+                                 m.get("blocks", {}), history, seconds)
 
 
 def live_ablation(row_a: int = 4, row_b: int = 5, seed: int = 0, protocol: Protocol = QUICK,
@@ -246,7 +256,7 @@ def trained_run(row: int | str, seed: int = 0, protocol: Protocol = QUICK, cache
 def trained_model(row: int | str, seed: int = 0, protocol: Protocol = QUICK, cache_dir=None) -> RRID:
     """The full model of ``row`` (Table 2's 1..13 or "rest_only") for the book's figures.
 
-    The frozen backbone of ``protocol`` (:func:`train_backbone`, last stride 1) with the heads
+    The frozen backbone of ``protocol`` (``protocol.frozen_backbone``, last stride 1) with the heads
     of ``row`` trained on the feature cache by ``train_heads(row, seed, protocol)``, in eval
     mode on the CPU: ``model(images)`` is the embedding of real images (N, 3, H, W) at the
     protocol's ``height`` x ``width`` (:func:`images`), ``model.forward_features(images)`` the
@@ -258,7 +268,7 @@ def trained_model(row: int | str, seed: int = 0, protocol: Protocol = QUICK, cac
         d = _trained(row, seed, protocol, cache_dir)
         model = head_model(row, seed, d["num_classes"], protocol.backbone, **protocol.model_overrides)
         model.heads.load_state_dict(d["heads"])
-        model.backbone = train_backbone(protocol, cache_dir)
+        model.backbone = protocol.frozen_backbone(cache_dir)
     return model.eval()
 
 
@@ -274,19 +284,18 @@ def rank(model_or_row, seed: int = 0, protocol: Protocol = QUICK, blocks=None, c
     model = model_or_row if isinstance(model_or_row, nn.Module) else trained_model(model_or_row, seed, protocol,
                                                                                    cache_dir)
     feats = features(protocol, cache_dir)
+    model.to(feats.query_x.device)                  # a GPU's band cache stays where it is
     with runtime.threads(protocol.threads):
         emb = embed_cached(model, feats)
     if blocks is not None:
         emb = emb[:, block_columns(model, blocks)]
-    emb = F.normalize(emb, dim=1)
-    _, _, dataset = synthetic_split(protocol, cache_dir)
-    if not (np.array_equal([r.pid for r in dataset.query], feats.q_pids)
-            and np.array_equal([r.pid for r in dataset.gallery], feats.g_pids)):
-        raise RuntimeError(f"the feature cache {cache_file(protocol, 'features', cache_dir)} does not list the test "
-                           f"split of {cache_file(protocol, 'synthetic', cache_dir)} in order: delete both and build "
-                           "them again")
+    emb = F.normalize(emb, dim=1).cpu()
+    query, gallery = protocol.test_records(cache_dir)
+    if not (np.array_equal([r.pid for r in query], feats.q_pids)
+            and np.array_equal([r.pid for r in gallery], feats.g_pids)):
+        raise RuntimeError(f"the feature cache {protocol.features_path(cache_dir)} does not list the protocol's test "
+                           "split in order: delete it and build it again")
     nq = len(feats.q_pids)
-    return Ranking.from_features(
-        Features(emb[:nq], feats.q_pids, feats.q_camids, [str(r.path) for r in dataset.query]),
-        Features(emb[nq:], feats.g_pids, feats.g_camids, [str(r.path) for r in dataset.gallery]))
+    return Ranking.from_features(Features(emb[:nq], feats.q_pids, feats.q_camids, [str(r.path) for r in query]),
+                                 Features(emb[nq:], feats.g_pids, feats.g_camids, [str(r.path) for r in gallery]))
 

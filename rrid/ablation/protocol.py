@@ -95,6 +95,45 @@ class Protocol:
         d["milestones"] = list(self.milestones)
         return d
 
+    # What every protocol answers (``rrid.ablation.FullProtocol`` too); methods, not fields, so
+    # that the digests above stay those of the committed results.
+
+    def features_path(self, cache_dir=None) -> Path:
+        """The feature cache's file: :func:`cache_file` (self, "features")."""
+        return cache_file(self, "features", cache_dir)
+
+    def make_features(self, cache_dir=None, progress: bool = False) -> "FeatureCache":
+        """Build (or read back) the feature cache: :func:`build_features`."""
+        return build_features(self, cache_dir, progress)
+
+    def build_note(self, path: Path) -> str:
+        """The line :func:`features` prints before building the cache at ``path``."""
+        return BUILD_NOTE.format(cache=path.parent, minutes=BUILD_MINUTES_CPU)
+
+    def frozen_backbone(self, cache_dir=None) -> nn.Sequential:
+        """The frozen backbone the cache was computed with: :func:`train_backbone`."""
+        return train_backbone(self, cache_dir)
+
+    def test_records(self, cache_dir=None) -> tuple[list, list]:
+        """(query, gallery) records of the test split, in the cache's order."""
+        _, _, dataset = synthetic_split(self, cache_dir)
+        return dataset.query, dataset.gallery
+
+    def head_device(self) -> torch.device:
+        """Where heads train and are scored: the CPU (``threads`` of it), so that runs repeat bit for bit."""
+        return torch.device("cpu")
+
+    def scores_blocks(self, row) -> bool:
+        """Whether a run of ``row`` scores each 256-d block alone too (every row here)."""
+        return True
+
+    def describe(self) -> list[str]:
+        """The data and the backbone, in a line each (chapter 9 prints them)."""
+        return [f"one synthetic set; {self.backbone_ids} identities train the backbone, {self.train_ids} others the "
+                f"heads, {self.test_ids} others form the test split; {self.images_per_id} images each, "
+                f"{self.height} x {self.width}",
+                f"{self.backbone} from scratch, {self.backbone_epochs} epochs, then frozen (last stride 1)"]
+
 
 QUICK = Protocol()
 """The protocol of ``benchmarks/ablation_quick.py`` (the committed results)."""
@@ -137,8 +176,8 @@ def cache_file(protocol: Protocol, what: str, cache_dir=None) -> Path:
 
 def _device() -> torch.device:
     """Where the backbone is trained and the cache computed: a CUDA GPU when there is one (the
-    numbers then differ from a CPU build in their last bits), else the CPU. Heads always train
-    on the CPU."""
+    numbers then differ from a CPU build in their last bits), else the CPU. This protocol's heads
+    always train on the CPU (``Protocol.head_device``); ``FullProtocol``'s go here too."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -211,7 +250,9 @@ class FeatureCache(NamedTuple):
 
     train_x (V, N, C, H, W): view v of head-training image n (0 plain, 1 mirrored, 2.. augmented);
     train_labels (N,); query_x (2, Q, C, H, W) and gallery_x (2, G, C, H, W): plain and mirrored;
-    q_pids, q_camids, g_pids, g_camids: numpy arrays for ``evaluate_ranking``.
+    q_pids, q_camids, g_pids, g_camids: numpy arrays for ``evaluate_ranking``. In a
+    ``FullProtocol``'s cache the maps are ``rrid.ablation.bands.BandMap``s of the same shapes: each
+    band's max and sum, all the heads read (:mod:`rrid.ablation.full`).
     """
 
     train_x: torch.Tensor
@@ -287,7 +328,7 @@ def cache_info(protocol: Protocol = QUICK, cache_dir=None) -> dict | None:
     """The ``info`` of the feature cache of ``protocol`` if it was built (None otherwise):
     {"protocol": JSON text, "seconds": wall time of computing the cache, "backbone_seconds": of training
     the backbone (None for a backbone saved by an older version)}."""
-    path = cache_file(protocol, "features", cache_dir)
+    path = protocol.features_path(cache_dir)
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("info")
@@ -303,14 +344,15 @@ BUILD_MINUTES_CPU = 7   # prepare's backbone + cache on this project's idle 2-co
 
 
 def features(protocol: Protocol = QUICK, cache_dir=None, progress: bool = False) -> FeatureCache:
-    """:func:`build_features`, kept in memory after the first call of a process. A reader who
-    did not run ``python -m rrid prepare-book`` gets a one-line note before the build."""
+    """The protocol's feature cache (:func:`build_features`; ``FullProtocol``'s band statistics),
+    kept in memory after the first call of a process. A reader who did not build it ahead
+    (``python -m rrid prepare-book``) gets a one-line note before the build."""
     key = (protocol.features_key(), str(cache_dir))
     if key not in _MEMO:
-        path = cache_file(protocol, "features", cache_dir)
+        path = protocol.features_path(cache_dir)
         if not path.is_file():
-            print(BUILD_NOTE.format(cache=path.parent, minutes=BUILD_MINUTES_CPU), flush=True)
-        _MEMO[key] = build_features(protocol, cache_dir, progress)
+            print(protocol.build_note(path), flush=True)
+        _MEMO[key] = protocol.make_features(cache_dir, progress)
     return _MEMO[key]
 
 

@@ -1,5 +1,6 @@
-"""The head-only benchmark's results: the CSV files of ``benchmarks/ablation_quick.py`` read back,
-and paired intervals of the differences the paper discusses, with their verdicts.
+"""The head-only benchmark's results: the CSV files of ``benchmarks/ablation_quick.py``
+(``rrid.ablation.benchmark``; quick or full) read back, and paired intervals of the differences
+the paper discusses, with their verdicts.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Comparison(NamedTuple):
 
 
 def read_runs(path) -> dict[int, dict[int, dict]]:
-    """``ablation_quick.csv`` as {row: {seed: {"mAP": ..., "rank1": ..., "mINP": ...}}}."""
+    """``ablation_quick.csv`` (or ``ablation_full.csv``) as {row: {seed: {"mAP": ..., "rank1": ..., "mINP": ...}}}."""
     out: dict[int, dict[int, dict]] = {}
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
@@ -62,7 +63,7 @@ def read_runs(path) -> dict[int, dict[int, dict]]:
 
 
 def read_blocks(path) -> dict[tuple[int, str], dict[int, dict]]:
-    """``blocks_quick.csv`` as {(row, block): {seed: {"mAP": ..., "rank1": ...}}}."""
+    """``blocks_quick.csv`` (or ``blocks_full.csv``) as {(row, block): {seed: {"mAP": ..., "rank1": ...}}}."""
     out: dict = {}
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
