@@ -3,9 +3,7 @@ benchmark's files on the smoke protocol, and the time estimate's arithmetic."""
 
 import csv
 import dataclasses
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from rrid.data import build_transforms
 from rrid.data.loaders import load_image
 from rrid.losses import RRIDLoss
 from rrid.model import TABLE2, GlobalPooling, stripe_bounds, stripe_pool
+from test_ablation import _benchmark_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,21 +171,13 @@ def test_band_cache_holds_the_band_statistics_of_the_backbone_map(smoke):
 
 # ----------------------------------------------------------------------------- the benchmark
 
-def _script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation_quick.py"
-    spec = importlib.util.spec_from_file_location("ablation_quick", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_smoke_benchmark_writes_resumes_and_refuses_another_protocol(smoke, tmp_path, monkeypatch, capsys):
     protocol, cache, _ = smoke
     out = tmp_path / "results"
     monkeypatch.setenv("RRID_SMOKE", "1")
     monkeypatch.setenv("RRID_CACHE", str(cache.parent))               # the script finds the fixture's band cache
     # the script's whole path: the smoke protocol, its estimate, the runs, the four files
-    _script().main(["--protocol", "full", "--seeds", "0", "--out", str(out)])
+    _benchmark_module().main(["--protocol", "full", "--seeds", "0", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "smoke numbers, not results" in printed and "estimate (measured on" in printed and "on a T4" in printed
     files = benchmark.result_files(out, protocol)
