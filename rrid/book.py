@@ -33,7 +33,6 @@ Two modes, one switch (``RRID_MODE``), and a setting for CI (``RRID_SMOKE``):
 from __future__ import annotations
 
 import inspect
-import io
 import os
 import shutil
 import sys
@@ -151,11 +150,9 @@ def crops(note: bool = True) -> Path | None:
 
 
 def crops_name(root: Path) -> str:
-    """How a chapter names the images of ``root`` (one of :func:`crops`'s folders)."""
+    """How a chapter names the images of ``root``, a folder :func:`crops` returned."""
     if root == paths.market_mini():
         return "market1501-mini (real Market-1501 crops, Zheng et al. 2015)"
-    if Path(root).name == "synthetic" or "synthetic" in Path(root).parts[-1]:
-        return "the synthetic data set"
     return f"Market-1501 (Zheng et al. 2015, {root})"
 
 
@@ -320,7 +317,8 @@ def pretrained_backbone(build=None, name: str | None = None):
     weights in full mode, and untrained after a printed note when those weights cannot be had.
 
     ``name``: a ResNet (default :func:`backbone_name`: ResNet-18 in quick mode, ResNet-50 in
-    full mode). ``build(name, pretrained)`` makes what holds the backbone; the default is
+    full mode; random weights in a smoke run, which downloads nothing). ``build(name, pretrained)``
+    makes what holds the backbone; the default is
     ``rrid.model.resnet_backbone(name, pretrained, last_stride=1)``, the bare feature extractor
     (chapters 3 and 5); chapter 4 builds a whole ``RRID`` around it. In full mode a
     :class:`rrid.errors.WeightsError` (no network, a file that fails its checksum) is printed
@@ -331,7 +329,7 @@ def pretrained_backbone(build=None, name: str | None = None):
     name = name or backbone_name()
     build = build or _feature_extractor
     words = _BACKBONE_WORDS.get(name, name)
-    if not is_quick():
+    if not is_quick() and not smoke():                 # a smoke run downloads nothing: random weights
         try:
             return build(name, True), f"ImageNet {words}"
         except WeightsError as err:
@@ -555,12 +553,14 @@ def full_model(on=None):
     in its Drive mirror) in eval mode on ``on`` (default :func:`device`), and the config it was
     trained with; None when no such checkpoint exists (the chapter then says so and falls back).
     A smoke run trains its tiny stand-in first when the training chapter has not."""
-    run, mirror = full_run_dir(), drive_mirror()
-    if smoke() and not (run / "best.pt").is_file():
-        fit(full_config(), out_dir=run, overwrite=True, progress=False)
-    path = next((p for p in (run / "best.pt", mirror and mirror / "best.pt") if p and p.is_file()), None)
-    if path is None:
-        return None
+    path = full_run_dir() / "best.pt"
+    if smoke() and not path.is_file():
+        fit(full_config(), out_dir=path.parent, overwrite=True, progress=False)
+    if not path.is_file():
+        mirror = drive_mirror()
+        path = mirror / "best.pt" if mirror is not None else path
+        if not path.is_file():
+            return None
     config = checkpoint_config(load_checkpoint(path), path)
     return load_model(path, config, on or device()), config
 

@@ -243,7 +243,7 @@ def smoke(monkeypatch, tmp_path, market_mini):
 def test_the_smoke_data_set_is_a_market1501_archive_prepared_like_the_real_one(smoke, capsys, market_mini):
     root = book.prepare_market1501("/content/drive/MyDrive/Market-1501-v15.09.15.zip")
     out = capsys.readouterr().out
-    assert f"stands in for /content/drive/MyDrive/Market-1501-v15.09.15.zip" in out and str(root) in out
+    assert "stands in for /content/drive/MyDrive/Market-1501-v15.09.15.zip" in out and str(root) in out
     with zipfile.ZipFile(book.smoke_zip()) as zf:
         names = zf.namelist()
     assert all(n.startswith("Market-1501-v15.09.15/") for n in names)
@@ -300,6 +300,20 @@ def test_every_chapter_uses_the_helpers_of_full_mode():
     for name in ("01_reid_task", "03_stripe_pooling", "04_relation_module", "05_gcp", "10_beyond"):
         text = (ROOT / "book" / f"{name}.ipynb").read_text()
         assert "rrid.book.crops()" in text and "rrid.paths.market_mini() or rrid.book.synthetic()" not in text, name
+    assert "rrid.book.crops(note=False)" in (ROOT / "book" / "06_losses_sampling.ipynb").read_text()
     assert "rrid.book.full_model()" in (ROOT / "book" / "08_evaluation.ipynb").read_text()
     training = (ROOT / "book" / "07_training.ipynb").read_text()
     assert "rrid.book.prepare_market1501(MARKET1501_ZIP)" in training and "rrid.book.full_config(" in training
+
+
+def test_a_smoke_run_never_asks_for_imagenet_weights(monkeypatch, capsys):
+    calls = []
+
+    def build(name, pretrained):
+        calls.append((name, pretrained))
+        return "net"
+
+    monkeypatch.setenv("RRID_MODE", "full")
+    monkeypatch.setenv("RRID_SMOKE", "1")
+    assert book.pretrained_backbone(build) == ("net", "untrained ResNet-50")
+    assert calls == [("resnet50", False)] and capsys.readouterr().out == ""
