@@ -206,9 +206,10 @@ CHAPTERS = {
                                 "the benchmark is the quick head-only protocol's in every mode"),
     "ch-beyond": ChapterPlan("data: market1501-mini crops for the image-list example; no training",
                              "data: {crops} for the image-list example; no training"),
-    "ch-paper-code": ChapterPlan("model: untrained Ours-F on ResNet-18 at 96 x 32; data: a synthetic 16 x 4 batch",
+    "ch-paper-code": ChapterPlan("model: untrained Ours-F on ResNet-18 at 96 x 32; data: a synthetic 16 x 4 batch "
+                                 "(random erasing: a market1501-mini crop)",
                                  "model: untrained Ours-F on ResNet-50 at 384 x 128 on {device}; data: a synthetic "
-                                 "16 x 4 batch"),
+                                 "16 x 4 batch (random erasing: a market1501-mini crop)"),
 }
 """Every chapter's plan, by the label of its first line (tests/test_notebooks.py: one per chapter)."""
 
