@@ -56,8 +56,8 @@ SMOKE_ENV = {"RRID_MODE": "full", "RRID_SMOKE": "1", "RRID_LIVEPLOT": "static", 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which checks to run (default: all)")
     p.add_argument("--steps", type=int, default=10, help="timed training steps per precision (default: 10)")
     p.add_argument("--batch", type=int, default=64, help="images per training step (default: the paper's 64)")
@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
 
 def parse(argv=None) -> argparse.Namespace:
     args = parser().parse_args(argv)
-    if args.steps < 1 or args.batch < 8 or args.batch % 4 or args.timeout < 1 or (args.gpus is not None and args.gpus < 1):
+    bad_gpus = args.gpus is not None and args.gpus < 1
+    if args.steps < 1 or args.batch < 8 or args.batch % 4 or args.timeout < 1 or bad_gpus:
         parser().error(f"--steps >= 1, --batch a multiple of 4 from 8, --timeout >= 1 and --gpus >= 1 are needed "
                        f"(got {args.steps}, {args.batch}, {args.timeout}, {args.gpus})")
     return args
@@ -78,8 +79,8 @@ def parse(argv=None) -> argparse.Namespace:
 def refusal() -> str | None:
     """Why this machine cannot run the check (None: it can)."""
     if not torch.cuda.is_available():
-        return ("gpu_check needs a CUDA GPU: torch.cuda.is_available() is False here (torch "
-                f"{torch.__version__}, built {'with CUDA ' + torch.version.cuda if torch.version.cuda else 'without CUDA'})")
+        built = f"with CUDA {torch.version.cuda}" if torch.version.cuda else "without CUDA"
+        return f"gpu_check needs a CUDA GPU: torch.cuda.is_available() is False here (torch {torch.__version__}, built {built})"
     if market_mini() is None:
         return "gpu_check needs market1501-mini: set RRID_MARKET_MINI or put it at ../shared/data/market1501-mini"
     return None
@@ -196,7 +197,8 @@ def report(results: dict, machine: dict) -> str:
             continue
         if part == "chapters":
             lines += ["| page | result | seconds |", "|---|---|---:|"]
-            lines += [f"| {name} | {'passed' if r['ok'] else 'FAILED'} | {r['seconds']:.0f} |" for name, r in result.items()]
+            lines += [f"| {name} | {'passed' if r['ok'] else 'FAILED'} | {r['seconds']:.0f} |"
+                      for name, r in result.items()]
             lines += [f"\n{name}:\n```\n{r['tail']}\n```" for name, r in result.items() if r["tail"]]
         else:
             lines += [f"- {key}: {value:,.1f}" if isinstance(value, float) else f"- {key}: {value}"

@@ -303,7 +303,8 @@ def prepare(args) -> int:
                      retries=args.retries)
         print(f"{args.dataset} is ready in {root}")
     openreid = args.dataset == "openreid"             # read by its own parser, not a config's default
-    use = ["--set data.dataset=openreid"] * openreid + [f"--set data.root={root}"] * (openreid or root != resolve(data.root))
+    elsewhere = openreid or root != resolve(data.root)
+    use = ["--set data.dataset=openreid"] * openreid + [f"--set data.root={root}"] * elsewhere
     if use:
         print("use it with " + " ".join(use))
     if runtime.on_colab():
