@@ -1,7 +1,11 @@
 # The project's single entry point.
-#   make book   build the HTML book, every chapter executed (quick mode on a CPU)
-#   make test   run the test suite, the notebooks under nbval and the built-page checks
-# Both create or reuse a local virtual environment in .venv.
+#   make book        build the HTML book, every chapter executed (quick mode on a CPU)
+#   make test        run the unit tests, build the book (every chapter executed in quick mode, an error
+#                    fails the build) and check the built pages in headless Chromium
+#   make test-full   full mode on the CPU: every chapter under nbval with RRID_MODE=full RRID_SMOKE=1
+#                    (ResNet-50 at 384 x 128 on market1501-mini, the smallest amounts), and the README's
+#                    Colab snippet run end to end; CI (.ci/run) runs make test, then make test-full
+# Each creates or reuses a local virtual environment in .venv.
 
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -17,7 +21,7 @@ export RRID_LIVEPLOT ?= static
 # (benchmarks/contention.py); read once when torch loads, so it is set for every process here
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv mathjax prepare prepare-heads prepare-quick book test test-serial unit nbval html chromium clean
+.PHONY: venv mathjax prepare prepare-heads prepare-quick book test test-serial test-full unit nbval html chromium clean
 
 venv: $(VENV)/.installed
 
@@ -73,26 +77,38 @@ chromium:
 	       "(Ubuntu: chromium-browser; macOS: brew install --cask chromium)"; \
 	fi
 
-# the page checks' own tests (tests/test_page_checks.py) open small pages in Chromium, one with MathJax
+# the page checks' own tests (tests/test_page_checks.py) open small pages in Chromium, one with MathJax;
+# the full-mode smoke tests (marked full_mode) run in make test-full
 unit: venv chromium mathjax
-	$(PY) -m pytest -q tests -m "not book_html"
+	$(PY) -m pytest -q tests -m "not book_html and not full_mode"
 
+# every chapter under nbval in quick mode (make test checks quick mode through the book build instead,
+# which executes every chapter and fails on an error)
 nbval: venv prepare
 	$(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
+
+# Full mode on the CPU (rrid.book.smoke): every chapter under nbval with RRID_MODE=full RRID_SMOKE=1,
+# then the README's Colab snippet (tests marked full_mode). The chapters read the head-only models
+# that prepare-heads builds (seconds when make test built them before).
+test-full: venv prepare-heads
+	@echo "make test-full: every chapter under nbval in full mode's smoke setting, then the README's Colab snippet"
+	RRID_MODE=full RRID_SMOKE=1 $(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
+	RRID_MODE=full RRID_SMOKE=1 $(PY) -m pytest -q -p no:randomly tests -m full_mode
 
 html: book chromium
 	$(PY) -m pytest -q -rs tests -m book_html
 
 # Two jobs at a time on the project's 2-core machine: the two halves of the preparation side by
-# side, the unit tests in the core left over, then nbval beside the book build (each chapter's
-# slowest cell stays under 1/5 of the cell timeout with a CPU-bound process beside it:
-# benchmarks/results/book_times_busy.md). Each job's output is printed when it ends.
-# `make test-serial` runs the same parts one after the other.
+# side, the unit tests in the core left over, then the book build, which executes every chapter in
+# quick mode and fails on an error (each chapter's slowest cell stays under 1/5 of the cell timeout
+# with a CPU-bound process beside it: benchmarks/results/book_times_busy.md), and the built-page
+# checks. Quick mode is checked by the build; nbval runs the chapters in full mode (make test-full).
+# Each job's output is printed when it ends. `make test-serial` runs the same parts one after the other.
 test:
-	@echo "make test: preparation, unit tests, nbval and the book build, two at a time (output per part, when it ends)"
+	@echo "make test: preparation, unit tests, the book build and its page checks, two at a time (output per part, when it ends)"
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-serial
 
-test-serial: unit nbval html
+test-serial: unit html
 
 clean:
 	rm -rf _build .mathjax .mathjax.tmp

@@ -19,10 +19,16 @@ timed alone (quicker to repeat, e.g. beside ``--busy``).
 ends if this script dies) for the whole measurement and kills them after it: the build on a
 machine that something else keeps busy.
 
-Writes ``benchmarks/results/book_times.csv`` and ``book_times.md`` (the table the preface
-includes), or ``book_times_busy.csv`` / ``.md`` with ``--busy``, and prints the table.
+``--full-smoke`` times what ``make test-full`` runs instead: every chapter in full mode with the
+smoke setting (``RRID_MODE=full RRID_SMOKE=1``), after the half of the preparation those chapters
+read (``prepare-book --heads-only``), and then the full-mode tests (``pytest tests -m full_mode``:
+the README's Colab snippet), as one more line.
 
-    python benchmarks/book_times.py [--chapters book/07_training ...] [--busy 1]
+Writes ``benchmarks/results/book_times.csv`` and ``book_times.md`` (the table the preface
+includes), or ``book_times_busy.csv`` / ``.md`` with ``--busy``, or ``book_times_full_smoke.csv`` /
+``.md`` with ``--full-smoke``, and prints the table.
+
+    python benchmarks/book_times.py [--chapters book/07_training ...] [--busy 1] [--full-smoke]
 """
 
 import argparse
@@ -84,10 +90,19 @@ def run(chapter: str, workdir: Path, timeout: int) -> tuple[float, str, float]:
     return seconds, f"cell {index}: {first_line(nb.cells[index].source)}", cell_seconds
 
 
-def prepare() -> float:
+def prepare(*options: str) -> float:
     """Seconds of ``python -m rrid prepare-book`` (a child process, the environment of this one)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rrid", "prepare-book"], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "rrid", "prepare-book", *options], check=True, cwd=ROOT,
+                   env={**os.environ, "RRID_MODE": "quick"})
+    return time.perf_counter() - start
+
+
+def full_mode_tests() -> float:
+    """Seconds of the full-mode tests ``make test-full`` runs after the chapters."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests", "-m", "full_mode"],
+                   check=True, cwd=ROOT)
     return time.perf_counter() - start
 
 
@@ -101,22 +116,24 @@ def main(argv=None) -> None:
     parser.add_argument("--busy", type=int, default=0, help="CPU-bound processes to run beside the build")
     parser.add_argument("--warm", action="store_true",
                         help="use the model cache make prepare built instead of an empty one")
+    parser.add_argument("--full-smoke", action="store_true",
+                        help="time make test-full: full mode with RRID_SMOKE=1, then the full-mode tests")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     names = args.chapters or [c for c in chapters() if (ROOT / f"{c}.ipynb").is_file()]
     timeout = config_timeout()
     # the Makefile's environment (OMP_WAIT_POLICY included: it must be set before torch starts)
-    os.environ.update(RRID_MODE="quick", TQDM_DISABLE="1", RRID_LIVEPLOT="static", MPLBACKEND="Agg",
-                      PYTHONHASHSEED="0")
+    os.environ.update(RRID_MODE="full" if args.full_smoke else "quick", RRID_SMOKE="1" if args.full_smoke else "0",
+                      TQDM_DISABLE="1", RRID_LIVEPLOT="static", MPLBACKEND="Agg", PYTHONHASHSEED="0")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # `kill` still runs the clean-up below
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
-    rows = []
+    rows, tests = [], None
     try:
         with tempfile.TemporaryDirectory() as cache:
             if not args.warm:
                 os.environ["RRID_CACHE"] = cache  # cold: prepare builds everything, as on a fresh clone
-            preparation = prepare()
+            preparation = prepare(*(["--heads-only"] if args.full_smoke else []))
             print(f"{'preparation':30} {preparation:6.1f} s (python -m rrid prepare-book)", flush=True)
             for name in names:
                 seconds, cell, cell_seconds = run(name, (ROOT / name).parent, timeout)
@@ -124,6 +141,7 @@ def main(argv=None) -> None:
                 flag = "  <-- over 1/%d of the timeout" % HEADROOM if cell_seconds > timeout / HEADROOM else ""
                 print(f"{name:30} {seconds:6.1f} s; slowest cell {cell_seconds:6.1f} s "
                       f"({cell_seconds / timeout:.2f} of {timeout} s), {cell[:70]}{flag}", flush=True)
+            tests = full_mode_tests() if args.full_smoke else None
     finally:
         for spinner in spinners:
             spinner.kill()
@@ -133,7 +151,8 @@ def main(argv=None) -> None:
     slow = [r for r in rows if r[3] > timeout / HEADROOM]
     cpus = os.cpu_count()
     beside = f", {args.busy} CPU-bound process{'es' if args.busy > 1 else ''} beside it" if args.busy else ""
-    stem = "book_times_busy" if args.busy else "book_times"
+    stem = "book_times_full_smoke" if args.full_smoke else "book_times_busy" if args.busy else "book_times"
+    mode = "full mode, RRID_SMOKE=1" if args.full_smoke else "quick mode"
     cache_state = "warm (built by make prepare before)" if args.warm else "cold"
     out = Path(args.out)
     with atomic_write(out / f"{stem}.csv") as f:
@@ -141,6 +160,8 @@ def main(argv=None) -> None:
         writer.writerow(["chapter", "seconds", "slowest_cell", "slowest_cell_seconds", "share_of_cell_timeout"])
         writer.writerow(["preparation", f"{preparation:.1f}", "python -m rrid prepare-book", "", ""])
         writer.writerows((n, f"{s:.1f}", c, f"{cs:.1f}", f"{cs / timeout:.3f}") for n, s, c, cs in rows)
+        if tests is not None:
+            writer.writerow(["full-mode tests", f"{tests:.1f}", "pytest tests -m full_mode", "", ""])
     titles = {n: next(line[2:] for line in nbformat.read(ROOT / f"{n}.ipynb", as_version=4).cells[0].source.splitlines()
                       if line.startswith("# ")) for n, *_ in rows}
 
@@ -149,15 +170,21 @@ def main(argv=None) -> None:
         return f"`{text[:67] + '...' if len(text) > 70 else text}`"
 
     with atomic_write(out / f"{stem}.md") as f:
-        f.write(f"| chapter | seconds in quick mode ({cpus}-core CPU, {cache_state} model cache{beside}) "
+        f.write(f"| chapter | seconds in {mode} ({cpus}-core CPU, {cache_state} model cache{beside}) "
                 f"| its slowest cell | seconds (share of the {timeout} s cell timeout) |\n|---|---:|---|---:|\n")
-        f.write(f"| preparation, once before the chapters (`python -m rrid prepare-book`) | {preparation:.0f} | | |\n")
+        what = "prepare-book --heads-only" if args.full_smoke else "prepare-book"
+        f.write(f"| preparation, once before the chapters (`python -m rrid {what}`) | {preparation:.0f} | | |\n")
         f.writelines(f"| {titles[n]} | {s:.0f} | {code(c)} | {cs:.0f} ({cs / timeout:.2f}){' ⚠' if cs > timeout / HEADROOM else ''} |\n"
                      for n, s, c, cs in rows)
         f.write(f"| **whole book** (the chapters) | **{total:.0f}** | | |\n")
-        f.write(f"| whole book with the preparation | {total + preparation:.0f} | | |\n")
-    print(f"{'whole book':30} {total:6.1f} s  ({total / 60:.1f} min; goal: under 8 min, each chapter under 2); "
-          f"with the preparation {total + preparation:.0f} s")
+        if tests is not None:
+            f.write(f"| the full-mode tests (`pytest tests -m full_mode`: the README's Colab snippet) | {tests:.0f} | | |\n")
+            total += tests
+        f.write(f"| whole book with the preparation{' and the tests' if tests is not None else ''} "
+                f"| {total + preparation:.0f} | | |\n")
+    chapters_total = sum(r[1] for r in rows)
+    print(f"{'whole book':30} {chapters_total:6.1f} s  ({chapters_total / 60:.1f} min; goal: under 8 min, each chapter "
+          f"under 2); with the preparation{' and the tests' if tests is not None else ''} {total + preparation:.0f} s")
     print(f"cells over 1/{HEADROOM} of the {timeout} s cell timeout: "
           + (", ".join(f"{n} ({cs:.0f} s)" for n, _, _, cs in slow) if slow else "none"))
 

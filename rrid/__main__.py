@@ -4,7 +4,7 @@
     eval            evaluate a checkpoint on the config's query and gallery split
     export          export a trained model to ONNX
     synth           generate the synthetic data set (Market-1501 layout)
-    prepare         check and unpack a data set archive you downloaded (or a URL)
+    prepare         put a data set where the configs read it: from an archive, a URL or a Drive link
     import-authors  convert the authors' released model into an rrid checkpoint
     prepare-book    train once what the book's chapters read (``make book`` runs it first)
 
@@ -23,16 +23,17 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from rrid import book, runtime
 from rrid.ablation import row_config
 from rrid.authors import import_authors
 from rrid.checkpoint import load_model
 from rrid.config import check_device, load_config
-from rrid.data import Market1501, summary, synthetic
-from rrid.data.download import prepare_market1501
+from rrid.data import CUHK03NP, DukeMTMCReID, Market1501, OpenReID, summary, synthetic
+from rrid.data.download import MARKET1501_MD5, prepare_cuhk03, prepare_dukemtmc, prepare_market1501
 from rrid.data.openreid import prepare_openreid
-from rrid.errors import UserError
+from rrid.errors import DatasetError, UserError
 from rrid.evaluation import evaluate
 from rrid.export import export_onnx, require_onnx
 from rrid.files import atomic_write, check_output_path
@@ -227,29 +228,60 @@ def synth(args) -> int:
 
 # ----------------------------------------------------------------------------- prepare
 
-# one entry per data set: how it is prepared and the folder the configs read it from
-DATASETS = {"market1501": (prepare_market1501, "data/market1501"),
-            "openreid": (prepare_openreid, "data/market1501-openreid")}
+class PreparedSet(NamedTuple):
+    prepare: Callable              # rrid.data.download.prepare_* (source, root, md5=, timeout=, retries=)
+    root: str                      # the folder the configs read it from (data.root), relative to the project
+    check: Callable                # raises DatasetError unless a folder holds the data set
+    archive: str                   # what the user brings
+    md5: str | None                # the published checksum (None: none is published)
+
+
+# one entry per data set: how it is prepared, where the configs read it and what the user brings
+DATASETS = {
+    "market1501": PreparedSet(prepare_market1501, "data/market1501", Market1501.locate, "Market-1501-v15.09.15.zip",
+                              MARKET1501_MD5),
+    "dukemtmc": PreparedSet(prepare_dukemtmc, "data/dukemtmc-reid", DukeMTMCReID.locate, "DukeMTMC-reID.zip", None),
+    "cuhk03": PreparedSet(prepare_cuhk03, "data/cuhk03-np", CUHK03NP.locate_variants,
+                          "the cuhk03-np zip of the re-ranking authors' repository (labeled and detected)", None),
+    "openreid": PreparedSet(prepare_openreid, "data/market1501-openreid", OpenReID.locate,
+                            "the RRID authors' Market-1501 zip (open-reid layout)", None)}
+
+PREPARE_EXAMPLES = """\
+examples:
+  python -m rrid prepare market1501 --source ~/Downloads/Market-1501-v15.09.15.zip
+  python -m rrid prepare market1501 --source /content/drive/MyDrive/Market-1501-v15.09.15.zip   # Colab
+  python -m rrid prepare market1501 --source https://drive.google.com/file/d/<id>/view?usp=sharing
+  python -m rrid prepare cuhk03 --source cuhk03-np.zip
+  python -m rrid prepare dukemtmc --source DukeMTMC-reID.zip
+
+SOURCE is a local archive (zip or tar), an http(s) URL (timeouts, retries, an interrupted download
+resumes) or a Google Drive share link or file id (fetched with gdown: pip install gdown). The
+archive is checked (Market-1501's published md5; DukeMTMC-reID and CUHK03-NP publish none, so
+their folder tree only), unpacked beside ROOT without letting any member escape it, its tree
+checked, and only then renamed to ROOT, where the configs read it (a relative ROOT is read from
+the project folder, the one holding configs/). A ROOT that already holds the data set is kept:
+running the command again costs nothing. On Colab the VM's disk is wiped when the runtime
+disconnects: run it again in every new session (with the archive on Drive it only unpacks again).
+"""
 
 
 def _add_prepare(sub) -> None:
-    p = sub.add_parser("prepare", help="check and unpack a data set archive you downloaded", formatter_class=RAW,
-                       description="Verify the checksum of a Market-1501 archive (a local file or a URL), "
-                                   "unpack it safely (no member may escape the target folder) and check the "
-                                   "folder tree, so that `Market1501(root)` and the configs find it. A URL is "
-                                   "fetched with timeouts and retries; an interrupted download resumes.",
-                       epilog="example:\n  python -m rrid prepare market1501 --source "
-                              "~/Downloads/Market-1501-v15.09.15.zip --root data/market1501")
+    p = sub.add_parser("prepare", help="put a data set where the configs read it (archive, URL or Drive link)",
+                       formatter_class=RAW, epilog=PREPARE_EXAMPLES,
+                       description="Check and unpack a data set archive you have (or fetch it from a URL or a "
+                                   "Google Drive link) into the folder the configs read it from.")
     p.add_argument("dataset", choices=list(DATASETS),
-                   help="which data set (openreid: the RRID authors' Market-1501 download, open-reid layout)")
-    p.add_argument("--source", required=True, help="path or URL of Market-1501-v15.09.15.zip (or of the open-reid zip)")
+                   help="which data set (cuhk03: CUHK03-NP, labeled and detected; openreid: the RRID authors' "
+                        "Market-1501 download, open-reid layout)")
+    p.add_argument("--source", required=True,
+                   help="the archive: a path, an http(s) URL, or a Google Drive share link or file id")
     p.add_argument("--root", default=None,
-                   help="target folder (default: data/market1501, for openreid data/market1501-openreid); a "
-                        "relative path is read like a config's data.root: relative to the project folder (the one "
-                        "holding configs/) when there is one")
+                   help="target folder (default: the configs' data.root: " + ", ".join(
+                       f"{name} {d.root}" for name, d in DATASETS.items()) + "); a relative path is read "
+                       "like a config's data.root: relative to the project folder (the one holding configs/)")
     p.add_argument("--md5", default=None,
-                   help="expected md5 of the archive (default: the published 65005ab7d12ec1c44de4eeafe813e68a; "
-                        "none for openreid)")
+                   help=f"expected md5 of the archive (default: Market-1501's published {MARKET1501_MD5}; none "
+                        "is published for the others)")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds a URL may stay silent (connecting, or mid-download) before a retry (default: 30)")
     p.add_argument("--retries", type=int, default=5,
@@ -259,15 +291,34 @@ def _add_prepare(sub) -> None:
 def prepare(args) -> int:
     if not args.timeout > 0 or args.retries < 0:
         raise UserError(f"prepare needs --timeout > 0 and --retries >= 0, got {args.timeout} and {args.retries}")
-    prepare_data, default_root = DATASETS[args.dataset]
-    root = resolve(args.root or default_root)
-    print(f"preparing {args.dataset} in {root}")
-    checksum = {"md5": args.md5} if args.md5 else {}  # else the data set's published one
-    prepare_data(args.source, root, **checksum, timeout=(min(args.timeout, 10.0), args.timeout), retries=args.retries)
-    print(f"{args.dataset} is ready in {root}")
-    if args.dataset != "market1501":
-        print(f"use it with --set data.dataset={args.dataset} --set data.root={root}")
+    data = DATASETS[args.dataset]
+    root = resolve(args.root or data.root)
+    found = _prepared(data, root)
+    if found:
+        print(f"{args.dataset} is already prepared in {root}: nothing to do")
+    else:
+        checked = f"md5 {args.md5 or data.md5}" if args.md5 or data.md5 else "no checksum (none is published)"
+        print(f"preparing {args.dataset} in {root} from {args.source} ({checked})")
+        data.prepare(args.source, root, md5=args.md5 or data.md5, timeout=(min(args.timeout, 10.0), args.timeout),
+                     retries=args.retries)
+        print(f"{args.dataset} is ready in {root}")
+    openreid = args.dataset == "openreid"             # read by its own parser, not a config's default
+    elsewhere = openreid or root != resolve(data.root)
+    use = ["--set data.dataset=openreid"] * openreid + [f"--set data.root={root}"] * elsewhere
+    if use:
+        print("use it with " + " ".join(use))
+    if runtime.on_colab():
+        print("Colab: this folder is on the VM's disk, which is wiped when the runtime disconnects; run this "
+              "command again in each new session (with the archive on Drive it only unpacks it again)")
     return 0
+
+
+def _prepared(data: PreparedSet, root: Path) -> bool:
+    try:
+        data.check(root)
+        return True
+    except DatasetError:
+        return False
 
 
 # ----------------------------------------------------------------------------- import-authors

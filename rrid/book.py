@@ -1,23 +1,33 @@
 """Small helpers that every chapter of the book shares.
 
 A chapter starts with the same first cell (``FIRST_CELL``): when ``rrid`` is missing (Colab),
-it clones the repository and installs it in editable mode, so that ``configs/`` and ``data/``
-are there as in a local checkout; then it calls :func:`setup` and :func:`banner`. Everything else here answers
-one question a chapter would otherwise answer again and again:
+it clones the repository and installs it in editable mode (its dependencies only: no book or
+test tools), so that ``configs/`` and ``data/`` are there as in a local checkout; then it calls
+:func:`setup` and :func:`banner` with the chapter's label. Everything else here answers one
+question a chapter would otherwise answer again and again:
 
-* which mode runs (:func:`mode`, :func:`quick_input_size`),
-* where the synthetic images are (:func:`synthetic`; market1501-mini: ``rrid.paths.market_mini``),
-* which trained model to look at without retraining it in every chapter (:func:`quick_model`),
-* which backbone weights a chapter looks at (:func:`pretrained_backbone`).
+* which mode runs (:func:`mode`, :func:`smoke`, :func:`quick_input_size`), on which device
+  (:func:`device`), and what that means for this chapter (:data:`CHAPTERS`, :func:`banner`);
+* which pictures a chapter looks at (:func:`crops`: market1501-mini in quick mode, the prepared
+  Market-1501 in full mode; :func:`synthetic`), and how full mode gets Market-1501
+  (:func:`prepare_market1501`, :func:`market1501`);
+* which trained model to look at without retraining it in every chapter (:func:`quick_model`;
+  in full mode :func:`full_config` and :func:`full_model`, the run of the training chapter);
+* which backbone weights a chapter looks at (:func:`pretrained_backbone`);
+* which statements about a network's numbers a chapter checks (:func:`claim`).
 
 The widgets (``rrid.viz.interact``) and the switch between live and static pages
 (``rrid.viz.is_static``) are figures' business: they live in :mod:`rrid.viz.widgets`.
 
-Two modes, one switch (``RRID_MODE``):
+Two modes, one switch (``RRID_MODE``), and a setting for CI (``RRID_SMOKE``):
 
 * ``quick``: synthetic data or the 854-image market1501-mini, ResNet-18, 96 x 32 inputs, a few
   epochs; minutes on a laptop CPU. Numbers it produces are *not* the paper's results.
-* ``full``: the paper's setting (ResNet-50, 384 x 128, 80 epochs on Market-1501); needs a GPU.
+* ``full``: the paper's setting (ImageNet ResNet-50, 384 x 128, Market-1501 once prepared, 80
+  epochs); needs a GPU. Each chapter's banner says what it runs and where it falls back.
+* ``full`` with ``RRID_SMOKE=1``: every full-mode code path with the smallest amounts (a few
+  images and steps, random instead of ImageNet weights, market1501-mini for Market-1501), so
+  that CI runs full mode on a CPU (``make test-full``). Its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -27,35 +37,41 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
 
 from rrid import ablation, paths, runtime, viz
-from rrid.checkpoint import load_model
-from rrid.config import load_config
+from rrid.checkpoint import checkpoint_config, load_checkpoint, load_model
+from rrid.config import ExperimentConfig, load_config
 from rrid.data import Market1501
 from rrid.data import synthetic as data_synthetic
+from rrid.data.download import prepare_market1501 as unpack_market1501
 from rrid.errors import DatasetError, WeightsError
-from rrid.files import build_once
+from rrid.files import build_once, file_hash
 from rrid.model import resnet_backbone
 from rrid.train import fit
 
 MODES = ("quick", "full")
 
 # The first code cell of every chapter, word for word (tests/test_notebooks.py checks it);
-# ``{url}`` is ``repository.url`` from ``_config.yml``, the one place the URL is written.
+# ``{url}`` is ``repository.url`` from ``_config.yml``, the one place the URL is written, and
+# ``{label}`` the chapter's label (its first line, ``(ch-relation)=``), a key of ``CHAPTERS``.
+# On Colab only the package and its dependencies are installed: the book's and the tests' tools
+# (Jupyter Book, nbval, pytest) are for building the book, not for reading it.
 FIRST_CELL = """\
 # Install rrid when it is missing (e.g. on Colab), then pick the mode: RRID_MODE=quick|full
 import importlib.util, os, sys
 if importlib.util.find_spec("rrid") is None:  # the whole project: package, configs/, data/
     !git clone -q --depth 1 {url} rrid-book
-    %pip install -q -e "./rrid-book[book]"
+    %pip install -q -e ./rrid-book
     sys.path.insert(0, os.path.abspath("rrid-book"))
 import rrid.book
 rrid.book.setup()
-rrid.book.banner()"""
+rrid.book.banner("{label}")"""
 
 
 def chapters(toc: Path | None = None) -> list[str]:
@@ -96,11 +112,16 @@ def smoke() -> bool:
     return value in ("1", "true", "yes")
 
 
+def device() -> torch.device:
+    """Where a chapter computes what it computes itself: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def market1501() -> Path | None:
     """The Market-1501 folder full mode reads: ``data/market1501`` of the project once
-    ``python -m rrid prepare market1501`` has put it there (the configs' ``data.root``); in a
-    smoke run market1501-mini, which has the same layout; None when neither is there (a chapter
-    then says so and falls back)."""
+    ``python -m rrid prepare market1501`` (or :func:`prepare_market1501`) has put it there (the
+    configs' ``data.root``); in a smoke run market1501-mini, which has the same layout; None when
+    neither is there (a chapter then says so and falls back)."""
     if smoke():
         return paths.market_mini()
     root = paths.resolve("data/market1501")
@@ -110,15 +131,139 @@ def market1501() -> Path | None:
         return None
 
 
-def banner() -> None:
-    """Print which mode produced the outputs below, and what that means."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    if mode() == "quick":
-        print(f"RRID_MODE=quick on {device}: small data (synthetic or market1501-mini), ResNet-18, "
-              "96 x 32 inputs, few epochs.\nNumbers below are quick-mode numbers, not the paper's results.")
+PREPARE_HINT = ("python -m rrid prepare market1501 --source <Market-1501-v15.09.15.zip: a path, a URL or a Google "
+                "Drive link> (the training chapter has a cell for it)")
+
+
+def crops(note: bool = True) -> Path | None:
+    """The real pedestrian crops a chapter looks at: market1501-mini in quick mode; in full mode
+    the prepared Market-1501 (:func:`market1501`), else market1501-mini after a printed note
+    (``note``) naming the command that prepares Market-1501; None when neither is there (the
+    chapter then uses :func:`synthetic`)."""
+    if is_quick():
+        return paths.market_mini()
+    found = market1501()
+    if found is None and note:
+        print(f"Market-1501 is not prepared here, so this chapter shows "
+              f"{'market1501-mini' if paths.market_mini() else 'the synthetic data set'} instead: {PREPARE_HINT}")
+    return found or paths.market_mini()
+
+
+def crops_name(root: Path) -> str:
+    """How a chapter names the images of ``root``, a folder :func:`crops` returned."""
+    if root == paths.market_mini():
+        return "market1501-mini (real Market-1501 crops, Zheng et al. 2015)"
+    return f"Market-1501 (Zheng et al. 2015, {root})"
+
+
+# --- What each chapter runs in each mode ------------------------------------------------------
+
+class ChapterPlan(NamedTuple):
+    """What a chapter computes: in quick mode, in full mode, and what it keeps from quick mode in
+    full mode, with the reason (empty when nothing). ``{backbone}``, ``{crops}`` and ``{device}``
+    are filled in by :func:`banner` with what this machine has."""
+
+    quick: str
+    full: str
+    kept: str = ""
+
+
+CHAPTERS = {
+    "preface": ChapterPlan("no model is trained or run; shapes come from the meta device",
+                           "the same as quick mode: no model is trained or run"),
+    "ch-reid-task": ChapterPlan("data: market1501-mini (else the synthetic set); no model",
+                                "data: {crops}; no model"),
+    "ch-backbone": ChapterPlan("model: untrained ResNet-18 at 96 x 32, timed on the CPU",
+                               "model: ResNet-50 at 384 x 128, timed on {device}"),
+    "ch-stripes": ChapterPlan("model: untrained ResNet-18 at 384 x 128; data: a market1501-mini crop",
+                              "model: {backbone} at 384 x 128; data: a crop of {crops}"),
+    "ch-relation": ChapterPlan("model: Ours-S on an untrained ResNet-18; data: market1501-mini crops; trained "
+                               "relation modules: the head-only protocol's (synthetic, ResNet-18)",
+                               "model: Ours-S on {backbone} at 384 x 128; data: crops of {crops}",
+                               "the trained relation modules and the Fig. 6 models are the quick head-only "
+                               "protocol's (synthetic, ResNet-18): a full-scale version is chapter 9's protocol "
+                               "and takes hours of GPU time, more than a chapter's cell should"),
+    "ch-gcp": ChapterPlan("model: untrained ResNet-18 at 384 x 128; data: a market1501-mini crop; trained GCP: the "
+                          "head-only protocol's row 8", "model: {backbone} at 384 x 128; data: a crop of {crops}",
+                          "the trained GCP and the Table 4 comparisons are the quick head-only protocol's "
+                          "(synthetic, ResNet-18): a full-scale version is chapter 9's protocol"),
+    "ch-losses": ChapterPlan("model: untrained Ours-F on ResNet-18 at 96 x 32; data: a synthetic 8 x 4 batch",
+                             "model: untrained Ours-F on ResNet-50 at 384 x 128 on {device}; data: a synthetic "
+                             "8 x 4 batch (the augmentation figure: {crops})"),
+    "ch-training": ChapterPlan("training: quick configs on the synthetic set (ResNet-18, 96 x 32) on {device}; the "
+                               "full recipe is skipped",
+                               "data step: Market-1501 into data/market1501; training: the paper's recipe "
+                               "(configs/market1501/row13_ours_f.yaml, {backbone}, 384 x 128) on {device}",
+                               "the short demonstration runs (a quick epoch, the resume check) keep the quick "
+                               "configs: they show the mechanics in seconds"),
+    "ch-evaluation": ChapterPlan("model: the quick Ours-F (ResNet-18, 96 x 32, synthetic); data: its synthetic "
+                                 "test split and market1501-mini",
+                                 "model: the training chapter's Ours-F (ResNet-50, 384 x 128) when its checkpoint "
+                                 "is there, else the quick Ours-F; data: the model's test split ({crops})",
+                                 "Fig. 5's retrievals compare the quick head-only protocol's models (synthetic)"),
+    "ch-ablations": ChapterPlan("the committed head-only benchmark (synthetic, ResNet-18, 5 seeds) and a live run",
+                                "the committed head-only benchmark (synthetic, ResNet-18) and a live run",
+                                "the benchmark is the quick head-only protocol's in every mode"),
+    "ch-beyond": ChapterPlan("data: market1501-mini crops for the image-list example; no training",
+                             "data: {crops} for the image-list example; no training"),
+    "ch-paper-code": ChapterPlan("model: untrained Ours-F on ResNet-18 at 96 x 32; data: a synthetic 16 x 4 batch "
+                                 "(random erasing: a market1501-mini crop)",
+                                 "model: untrained Ours-F on ResNet-50 at 384 x 128 on {device}; data: a synthetic "
+                                 "16 x 4 batch (random erasing: a market1501-mini crop)"),
+}
+"""Every chapter's plan, by the label of its first line (tests/test_notebooks.py: one per chapter)."""
+
+
+def _machine() -> dict:
+    """The words :func:`banner` fills in: the backbone's weights, the crops, the device."""
+    if smoke():
+        backbone = "ResNet-50 with random weights (a smoke run downloads nothing)"
     else:
-        print(f"RRID_MODE=full on {device}: the paper's setting (ResNet-50, 384 x 128 inputs, "
+        backbone = "ImageNet ResNet-50 (random weights after a note when they cannot be downloaded)"
+    found = market1501()
+    if found is not None:
+        where = "market1501-mini, standing in for Market-1501 in a smoke run" if smoke() else f"Market-1501 ({found})"
+    else:
+        where = ("market1501-mini" if paths.market_mini() else "the synthetic set") + \
+            " (Market-1501 is not prepared here)"
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "the CPU"
+    return {"backbone": backbone, "crops": where, "device": name}
+
+
+def banner(label: str = "") -> None:
+    """Print which mode produced the outputs below and what this chapter runs in it
+    (:data:`CHAPTERS`): model, data, device, and what it keeps from quick mode."""
+    on = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    plan = CHAPTERS.get(label)
+    words = _machine() if plan is not None else {}
+    if mode() == "quick":
+        print(f"RRID_MODE=quick on {on}: small data (synthetic or market1501-mini), ResNet-18, "
+              "96 x 32 inputs, few epochs.\nNumbers below are quick-mode numbers, not the paper's results.")
+        if plan is not None:
+            print("This chapter: " + plan.quick.format(**words) + ".")
+        return
+    if smoke():
+        print(f"RRID_MODE=full RRID_SMOKE=1 on {on}: full mode's code paths with the smallest amounts (a few images "
+              "and steps, random weights, market1501-mini for Market-1501).\nNumbers below mean nothing.")
+    else:
+        print(f"RRID_MODE=full on {on}: the paper's setting (ResNet-50, 384 x 128 inputs, "
               "Market-1501 or the data set you pick).")
+    if plan is not None:
+        print("This chapter: " + plan.full.format(**words) + "."
+              + (f"\nKept from quick mode: {plan.kept.format(**words)}." if plan.kept else ""))
+    if not torch.cuda.is_available() and not smoke():
+        print("No GPU here: full mode's training and feature extraction will be very slow on the CPU.")
+
+
+def claim(holds: bool, statement: str) -> bool:
+    """A statement the chapter's text makes about a network's numbers. The text was written from
+    quick mode's networks, so there it is asserted (the built book cannot say what is false); in
+    full mode, another network, it is printed with whether it holds here. Returns ``holds``."""
+    if is_quick():
+        assert holds, statement
+    elif not holds:
+        print(f"Does not hold for this full-mode network: {statement}")
+    return holds
 
 
 def setup(seed: int = 0) -> str:
@@ -173,7 +318,8 @@ def pretrained_backbone(build=None, name: str | None = None):
     weights in full mode, and untrained after a printed note when those weights cannot be had.
 
     ``name``: a ResNet (default :func:`backbone_name`: ResNet-18 in quick mode, ResNet-50 in
-    full mode). ``build(name, pretrained)`` makes what holds the backbone; the default is
+    full mode; random weights in a smoke run, which downloads nothing). ``build(name, pretrained)``
+    makes what holds the backbone; the default is
     ``rrid.model.resnet_backbone(name, pretrained, last_stride=1)``, the bare feature extractor
     (chapters 3 and 5); chapter 4 builds a whole ``RRID`` around it. In full mode a
     :class:`rrid.errors.WeightsError` (no network, a file that fails its checksum) is printed
@@ -184,7 +330,7 @@ def pretrained_backbone(build=None, name: str | None = None):
     name = name or backbone_name()
     build = build or _feature_extractor
     words = _BACKBONE_WORDS.get(name, name)
-    if not is_quick():
+    if not is_quick() and not smoke():                 # a smoke run downloads nothing: random weights
         try:
             return build(name, True), f"ImageNet {words}"
         except WeightsError as err:
@@ -244,6 +390,180 @@ def quick_model(row: int | str = 13, epochs: int | None = None):
 
     build_once(done, train, f"training the quick model of {done.stem}")
     return load_model(done), config
+
+
+# --- The training chapter's resume check -------------------------------------------------------
+
+RESUME_TOLERANCE = 0.01
+"""On a GPU, how far the resumed run's weights may lie from the uninterrupted run's, as a share of
+the distance training moved them from their start (see :func:`resume_check`)."""
+
+
+def resume_check(plain: dict, resumed: dict, start: dict, on: torch.device) -> tuple[bool, str]:
+    """Compare the weights of an uninterrupted run (``plain``) and of an interrupted and resumed one
+    (state dicts), both begun from ``start``: ``(whether they agree, the sentence that says how)``.
+
+    On the CPU every tensor must be bitwise equal: its kernels are deterministic, and a resume puts
+    back every state a step depends on. On a GPU two runs differ in their last bits even without an
+    interruption (non-deterministic kernels, e.g. the atomic additions of cuDNN's backward
+    convolutions, and autocast's bf16 / fp16 rounding), and training carries such differences on;
+    there the resumed weights must lie within :data:`RESUME_TOLERANCE` of the distance training
+    moved them, ``||resumed - plain|| <= 1 % x ||plain - start||`` over every floating-point tensor,
+    and integer counters must still be equal."""
+    if plain.keys() != resumed.keys():
+        return False, "the two runs' checkpoints hold different tensors"
+    if on.type == "cpu":
+        same = all(torch.equal(plain[k], resumed[k]) for k in plain)
+        return same, f"uninterrupted vs. interrupted + resumed, every tensor equal: {same}"
+    floats = [k for k in plain if plain[k].is_floating_point()]
+    if not all(torch.equal(plain[k], resumed[k]) for k in plain if k not in floats):
+        return False, "uninterrupted vs. interrupted + resumed: their integer counters differ"
+    gap = sum(float((resumed[k].double() - plain[k].double()).norm() ** 2) for k in floats) ** 0.5
+    moved = sum(float((plain[k].double() - start[k].double().to(plain[k].device)).norm() ** 2) for k in floats) ** 0.5
+    ok = gap <= RESUME_TOLERANCE * moved
+    return ok, (f"uninterrupted vs. interrupted + resumed on {on.type}: the weights differ by {gap:.2g}, "
+                f"{gap / max(moved, 1e-30):.1e} of the distance training moved them ({moved:.3g}); a GPU's "
+                f"non-deterministic kernels and reduced precision differ in the last bits even between two "
+                f"uninterrupted runs, so up to {RESUME_TOLERANCE:.0%} is allowed (bitwise equality on the CPU)")
+
+
+# --- Full mode: Market-1501, the paper's run, and their smoke-sized stand-ins -------------------
+
+FULL_CONFIG = Path("configs") / "market1501" / "row13_ours_f.yaml"
+FULL_RUN = Path("runs") / "market1501_ours_f"
+DRIVE_RUN = Path("/content/drive/MyDrive/rrid/market1501_ours_f")
+
+SMOKE_OVERRIDES = ("train.epochs=1", "model.pretrained=false", "data.p=2", "data.k=2", "data.val_ids=1",
+                   "data.workers=0", "data.test_batch_size=16", "train.log_every=1", "train.tensorboard=false")
+"""What a smoke run changes in a full-mode config: amounts only (one epoch of a few 2 x 2 batches, one
+held-out identity, no loader processes) and random weights (nothing is downloaded). The model
+(ResNet-50, Ours-F), 384 x 128, the recipe's losses and schedule and every code path stay."""
+
+SMOKE_IDS = 4
+"""Identities in each split of the smoke data set (:func:`smoke_zip`)."""
+
+
+def _smoke_members(mini: Market1501) -> dict[str, Path]:
+    """{name in the zip: image} for :func:`smoke_zip`: two training images of each of the first
+    ``SMOKE_IDS`` identities; of the first ``SMOKE_IDS`` test identities one query and its
+    person's gallery images (at most three, at least one from another camera)."""
+    members, top = {}, "Market-1501-v15.09.15"
+    by_pid: dict[int, list] = {}
+    for r in mini.train:
+        by_pid.setdefault(r.pid, []).append(r)
+    for pid in sorted(by_pid)[:SMOKE_IDS]:
+        for r in by_pid[pid][:2]:
+            members[f"{top}/bounding_box_train/{Path(r.path).name}"] = Path(r.path)
+    for pid in sorted({q.pid for q in mini.query})[:SMOKE_IDS]:
+        query = next(q for q in mini.query if q.pid == pid)
+        gallery = sorted((g for g in mini.gallery if g.pid == pid), key=lambda g: g.camid == query.camid)[:3]
+        members[f"{top}/query/{Path(query.path).name}"] = Path(query.path)
+        members.update({f"{top}/bounding_box_test/{Path(g.path).name}": Path(g.path) for g in gallery})
+    return members
+
+
+def smoke_zip() -> Path:
+    """A small ``Market-1501-v15.09.15.zip`` (:func:`_smoke_members` of market1501-mini, else of the
+    synthetic set, which has the same layout), built once in the cache's ``smoke/drive/``: what a
+    smoke run prepares in place of the reader's archive (on Drive, on Colab)."""
+    source = paths.market_mini() or synthetic()
+    name = "market1501-mini" if source == paths.market_mini() else "synthetic"
+
+    def make(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for member, image in sorted(_smoke_members(Market1501(source)).items()):
+                zf.write(image, member)
+
+    return build_once(paths.cache_dir() / "smoke" / "drive" / name / "Market-1501-v15.09.15.zip", make,
+                      "building the smoke run's Market-1501 archive")
+
+
+def smoke_market() -> Path:
+    """The smoke run's Market-1501: :func:`smoke_zip` prepared like the real archive (its own md5:
+    the published one is the real file's) into the cache's ``smoke/market1501``."""
+    archive = smoke_zip()
+    root = unpack_market1501(archive, paths.cache_dir() / "smoke" / "market1501", md5=file_hash(archive, "md5"))
+    return Market1501.locate(root)
+
+
+def _mount_drive(source) -> None:
+    """On Colab, mount Google Drive when ``source`` lies on it and it is not mounted yet."""
+    if runtime.on_colab() and str(source).startswith("/content/drive") and not Path("/content/drive/MyDrive").is_dir():
+        from google.colab import drive  # Colab's own module: there only
+
+        drive.mount("/content/drive")
+
+
+def prepare_market1501(source) -> Path:
+    """Full mode's data step: Market-1501 from ``source`` (Market-1501-v15.09.15.zip: a path, e.g. on
+    Google Drive, a URL or a Drive link; its published md5 is checked) into ``data/market1501`` of
+    the project, where the configs read it; what ``python -m rrid prepare market1501 --source``
+    does. A prepared folder is kept, so the cell costs nothing the second time. On Colab it mounts
+    Drive when ``source`` is there, and says that the VM's disk is wiped on a disconnect. A smoke
+    run prepares :func:`smoke_zip` into the cache instead. Returns the data set's folder."""
+    if smoke():
+        archive = smoke_zip()
+        print(f"smoke run: {archive} (crops of {archive.parent.name}) stands in for {source}")
+        found = smoke_market()
+        print(f"the smoke run's Market-1501 is ready in {found}")
+        return found
+    root = paths.resolve("data/market1501")
+    try:
+        found = Market1501.locate(root)
+        print(f"Market-1501 is already prepared in {found}: nothing to do")
+    except DatasetError:
+        _mount_drive(source)
+        print(f"preparing Market-1501 in {root} from {source}")
+        found = Market1501.locate(unpack_market1501(source, root))
+        print(f"Market-1501 is ready in {found}")
+    if runtime.on_colab():
+        print("Colab: the VM's disk is wiped when the runtime disconnects; run this cell again in each new session "
+              "(with the zip on Drive it only unpacks it again)")
+    return found
+
+
+def full_config(path=FULL_CONFIG, overrides=()) -> ExperimentConfig:
+    """A full-mode config (default: Ours-F on Market-1501, the paper's recipe) with ``overrides``;
+    in a smoke run also :data:`SMOKE_OVERRIDES` and the smoke data set (:func:`smoke_market`)."""
+    path = paths.ROOT / path
+    if smoke():
+        overrides = [*overrides, *SMOKE_OVERRIDES, f"data.root={smoke_market()}"]
+    return load_config(path, list(overrides))
+
+
+def full_run_dir() -> Path:
+    """Where the training chapter's full run lives: ``runs/market1501_ours_f`` of the project; on
+    Colab ``/content/runs/...`` (the VM's fast disk; :func:`drive_mirror` keeps the copy that
+    survives a disconnect); in a smoke run a folder of the cache."""
+    if smoke():
+        return paths.cache_dir() / "smoke" / FULL_RUN
+    return Path("/content") / FULL_RUN if runtime.on_colab() else paths.resolve(FULL_RUN)
+
+
+def drive_mirror() -> Path | None:
+    """The full run's mirror on Google Drive on Colab (``rrid.runs.Mirror``; Drive is mounted first,
+    so the copy never lands on the VM's own disk); None elsewhere."""
+    if not runtime.on_colab() or smoke():
+        return None
+    _mount_drive(DRIVE_RUN)
+    return DRIVE_RUN
+
+
+def full_model(on=None):
+    """``(model, config)`` of the training chapter's full run: its ``best.pt`` (in the run folder, else
+    in its Drive mirror) in eval mode on ``on`` (default :func:`device`), and the config it was
+    trained with; None when no such checkpoint exists (the chapter then says so and falls back).
+    A smoke run trains its tiny stand-in first when the training chapter has not."""
+    path = full_run_dir() / "best.pt"
+    if smoke() and not path.is_file():
+        fit(full_config(), out_dir=path.parent, overwrite=True, progress=False)
+    if not path.is_file():
+        mirror = drive_mirror()
+        path = mirror / "best.pt" if mirror is not None else path
+        if not path.is_file():
+            return None
+    config = checkpoint_config(load_checkpoint(path), path)
+    return load_model(path, config, on or device()), config
 
 
 # --- The preparation step: what the chapters read, built once before they run ---------------

@@ -45,6 +45,11 @@ def _device_of(model, device) -> torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 
+def _host(values) -> np.ndarray:
+    """Labels as a NumPy array: a tensor (on a GPU too: a loader may hold them there) is brought to the CPU."""
+    return values.detach().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+
+
 def extract_features(model, loader, flip: bool = True, normalize: bool = True, amp=None,
                      device=None, progress: bool = True) -> Features:
     """Embed every image of ``loader`` (items ``(images, pids, camids)``).
@@ -71,8 +76,8 @@ def extract_features(model, loader, flip: bool = True, normalize: bool = True, a
                 if flip:
                     f = (f + model(torch.flip(images, dims=[3])).float()) / 2
                 feats.append(f.cpu())
-                pids.append(np.asarray(pid))
-                camids.append(np.asarray(camid))
+                pids.append(_host(pid))
+                camids.append(_host(camid))
     finally:
         model.train(was_training)
     feats = torch.cat(feats) if feats else torch.empty(0, 0)

@@ -459,8 +459,9 @@ class BackboneMarks(NamedTuple):
 def backbone_marks(model, image: Tensor, n: int = 6) -> BackboneMarks:
     """Where ``model.backbone`` responds on one image, and where GMP reads each of ``n`` stripes.
 
-    ``image``: (3, H, W) or (N, 3, H, W) (the first is used), normalised. The backbone runs in
-    eval mode without gradients, and the model gets its mode back. Per stripe i (rows
+    ``image``: (3, H, W) or (N, 3, H, W) (the first is used), normalised, on any device (it is
+    moved to the model's). The backbone runs in eval mode without gradients, and the model gets
+    its mode back. Per stripe i (rows
     :func:`stripe_rows`): the peak of the channel sum sum_k x_k(h, w), the brightest cell of the
     picture, which is *not* the cell GMP picks (GMP picks one cell per channel); and the cell
     with the largest count of :func:`gmp_holders`, the cell GMP reads most often, with its share
@@ -468,6 +469,9 @@ def backbone_marks(model, image: Tensor, n: int = 6) -> BackboneMarks:
     """
     was_training = model.training
     model.eval()
+    weight = next(model.parameters(), None)
+    if weight is not None:
+        image = image.to(weight.device)                                 # the model's device (a GPU in full mode)
     try:
         with torch.inference_mode():
             fmap = model.backbone(image.unsqueeze(0) if image.ndim == 3 else image[:1])

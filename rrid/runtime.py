@@ -7,10 +7,12 @@ Everything here is the same for training, evaluation and the ablation:
   (bf16 only where cuDNN has bf16 convolutions, compute capability 8.0 and up; fp16 below);
   :func:`autocast` applies it.
 * :func:`torch_settings` sets threads, deterministic algorithms and cudnn's benchmark mode for a
-  run and restores the previous values after; :func:`threads` only the thread count.
+  run and restores the previous values after; :func:`threads` only the thread count;
+  :func:`full_float32` turns TF32 off for a comparison that float32's rounding bounds.
 * :func:`seed_everything`, :func:`batch_seed`, :func:`rng_state` / :func:`set_rng_state`: the
   random generators a run draws from, and their state in a checkpoint.
 * :func:`distributed`: the process group of a ``torchrun`` launch (rank, world size, device).
+* :func:`on_colab`: whether this process runs on a Google Colab VM (whose disk a disconnect wipes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import datetime
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, TypeVar
 
@@ -30,7 +33,8 @@ import torch.distributed as dist
 from rrid.errors import ConfigError, UserError
 
 __all__ = ["pick_device", "amp_dtype", "autocast", "torch_settings", "threads", "seed_everything", "batch_seed",
-           "rng_state", "set_rng_state", "Distributed", "distributed", "COLLECTIVE_TIMEOUT"]
+           "rng_state", "set_rng_state", "Distributed", "distributed", "COLLECTIVE_TIMEOUT", "on_colab",
+           "full_float32"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Collectives (a barrier while rank 0 evaluates, with re-ranking; a broadcast while rank 0 fetches
@@ -40,6 +44,12 @@ T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- device and precision
+
+def on_colab() -> bool:
+    """True on a Google Colab VM: in its notebook kernel (``google.colab`` imported) and in the
+    commands a cell starts (``!python -m rrid ...``), which inherit Colab's ``COLAB_*`` variables."""
+    return "google.colab" in sys.modules or any(key.startswith("COLAB_") for key in os.environ)
+
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """``train.device`` as a ``torch.device``: "auto" is CUDA when present, else the CPU; plain
@@ -122,6 +132,20 @@ def torch_settings(train, device: torch.device) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- random generators
+
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """float32 convolutions and matrix products in full float32 precision: TF32 off for cuDNN and
+    cuBLAS (on by default for cuDNN convolutions on GPUs of compute capability 8.0 and up, where it
+    keeps 10 bits of the mantissa: differences of 1e-3 relative instead of float32's 1e-7). The
+    previous settings come back after; on the CPU nothing changes."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators (augmentation draws from them)."""

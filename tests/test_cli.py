@@ -120,8 +120,9 @@ def test_prepare_root_is_read_like_a_config_root(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(project / "book")  # run from a subfolder: the data still lands where configs look
     assert main(["prepare", "market1501", "--source", str(archive), "--root", "data/m", "--md5", md5]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines() == [f"preparing market1501 in {project / 'data' / 'm'}",
-                                f"market1501 is ready in {project / 'data' / 'm'}"]
+    assert out.splitlines() == [f"preparing market1501 in {project / 'data' / 'm'} from {archive} (md5 {md5})",
+                                f"market1501 is ready in {project / 'data' / 'm'}",
+                                f"use it with --set data.root={project / 'data' / 'm'}"]  # not the configs' root
     assert sorted(p.name for p in (project / "data" / "m").iterdir()) == ["Market-1501-v15.09.15"]
     assert not (project / "book" / "data").exists()
 

@@ -103,7 +103,18 @@ def test_first_cell_installs_rrid_from_the_configured_repository(path):
     url = CONFIG["repository"]["url"]
     found = re.search(r"git clone -q --depth 1 (\S+) ", first)
     assert found and found.group(1) == url, f"{path.name}: the install URL must equal _config.yml's repository.url ({url})"
-    assert first == book.FIRST_CELL.format(url=url), f"{path.name}: the first code cell must be rrid.book.FIRST_CELL"
+    label = re.match(r"\(([\w-]+)\)=\n", source(load(path)["cells"][0])).group(1)
+    assert first == book.FIRST_CELL.format(url=url, label=label), (
+        f"{path.name}: the first code cell must be rrid.book.FIRST_CELL with the chapter's label {label!r}")
+
+
+def test_every_chapter_has_a_plan_and_every_plan_a_chapter():
+    labels = [re.match(r"\(([\w-]+)\)=\n", source(load(p)["cells"][0])).group(1) for p in NOTEBOOKS]
+    assert sorted(labels) == sorted(book.CHAPTERS), "rrid.book.CHAPTERS: one plan per chapter label"
+    words = {"backbone": "B", "crops": "C", "device": "D"}
+    for label, plan in book.CHAPTERS.items():
+        for text in plan:
+            text.format(**words)                    # only the fields banner() fills in
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
@@ -124,13 +135,15 @@ def test_chapter_opens_with_what_you_will_learn_and_ends_with_exercises(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_checked_cells_check_themselves(path):
     """Committed notebooks have no outputs, so nbval has nothing to compare a cell tagged
-    ``nbval-check-output`` against: such a cell must assert its own numbers."""
+    ``nbval-check-output`` against: such a cell must assert its own numbers (``assert``, or
+    ``rrid.book.claim``, which asserts in quick mode and reports in full mode)."""
     for i, cell in enumerate(load(path)["cells"]):
         if cell["cell_type"] != "code":
             continue
         checked = "nbval-check-output" in cell["metadata"].get("tags", []) or "# NBVAL_CHECK_OUTPUT" in source(cell)
         if checked:
-            assert re.search(r"^\s*assert ", source(cell), re.M), f"{path.name} cell {i}: a checked cell needs an assert"
+            assert re.search(r"^\s*(assert |rrid\.book\.claim\()", source(cell), re.M), (
+                f"{path.name} cell {i}: a checked cell needs an assert")
 
 
 def markdown_of(path):
@@ -159,13 +172,14 @@ def test_chapters_reads_every_level_of_the_toc(tmp_path):
 
 
 def test_first_cell_runs_pip_only_when_rrid_is_missing():
-    cell = book.FIRST_CELL.format(url="https://example.org/x")
+    cell = book.FIRST_CELL.format(url="https://example.org/x", label="ch-x")
     lines = cell.splitlines()
     clone = next(i for i, line in enumerate(lines) if "git clone" in line)
     assert lines[clone - 1].startswith("if ") and "find_spec(\"rrid\") is None" in lines[clone - 1]
     assert all(line.startswith("    ") for line in lines[clone:clone + 3]), "clone, install and path: only when missing"
     assert "git clone -q --depth 1 https://example.org/x rrid-book" in lines[clone]
-    assert '%pip install -q -e "./rrid-book[book]"' in lines[clone + 1]
+    # a reader installs the package and its dependencies only: no book or test extra (Jupyter Book, nbval)
+    assert lines[clone + 1].strip() == "%pip install -q -e ./rrid-book"
 
 
 def test_mode_reads_rrid_mode(monkeypatch):

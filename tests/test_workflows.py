@@ -86,7 +86,11 @@ def test_ci_runs_make_test_on_push_and_pull_request():
     (setup,) = uses(job, "actions/setup-python")
     assert setup["with"]["cache"] == "pip" and setup["with"]["cache-dependency-path"] == "pyproject.toml"
     assert uses(job, "actions/checkout")
-    assert "make test" in [line.strip() for line in runs(job).splitlines()]
+    commands = [line.strip() for line in runs(job).splitlines()]
+    assert "make test" in commands and "make test-full" in commands
+    assert commands.index("make test") < commands.index("make test-full")
+    ci_run = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci_run.index("make test") < ci_run.index("make test-full"), ".ci/run runs make test, then make test-full"
     # the job is not root: Chromium, when missing, is installed with sudo before `make test`
     assert "sudo apt-get install" in runs(job)
 

@@ -318,18 +318,29 @@ class CUHK03NP(MarketStyle):
     num_camera_ids = 2
     source = "Get Zhong et al.'s cuhk03-np release (the 767/700 protocol, linked from their re-ranking project page)."
 
+    VARIANTS = ("labeled", "detected")
+
     def __init__(self, root, variant="labeled", verify_images=False, skip_bad=False):
-        if variant not in ("labeled", "detected"):
+        if variant not in self.VARIANTS:
             raise DatasetError(f"CUHK03NP variant must be 'labeled' or 'detected', got {short_repr(variant)}")
-        root = require_path(root, "CUHK03-NP root")
-        for candidate in (root / "cuhk03-np" / variant, root / variant, root):
-            if all((candidate / f).is_dir() for f in SPLIT_FOLDERS.values()):
-                root = candidate
-                break
-        else:
-            root = root / "cuhk03-np" / variant
+        root = self._variant_root(require_path(root, "CUHK03-NP root"), variant)
         self.variant = variant
         super().__init__(root, verify_images=verify_images, skip_bad=skip_bad)
+
+    @staticmethod
+    def _variant_root(root: Path, variant: str) -> Path:
+        """The first of ``root/cuhk03-np/variant``, ``root/variant``, ``root`` that holds the three
+        split folders (else the first, which the error then names)."""
+        for candidate in (root / "cuhk03-np" / variant, root / variant, root):
+            if all((candidate / f).is_dir() for f in SPLIT_FOLDERS.values()):
+                return candidate
+        return root / "cuhk03-np" / variant
+
+    @classmethod
+    def locate_variants(cls, root: Path) -> dict[str, Path]:
+        """{variant: folder} for both variants under ``root`` (as the release's zip unpacks:
+        ``cuhk03-np/{labeled,detected}/``); a DatasetError naming what is missing otherwise."""
+        return {variant: cls.locate(cls._variant_root(Path(root), variant)) for variant in cls.VARIANTS}
 
 
 def _is_utf8(raw: bytes) -> bool:

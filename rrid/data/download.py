@@ -12,10 +12,14 @@
   ``dest``, and the total unpacked size and member count are bounded (zip bombs). It
   unpacks into a temp folder beside ``dest``, checks the folder tree there, and renames it
   into place: ``dest`` is never half-filled.
-* ``prepare(source, root, check=...)``: URL or local archive -> checksum -> unpacked ->
-  folder tree checked -> renamed to ``root``. ``prepare_market1501`` is it for Market-1501.
-  Two processes preparing the same root do not mix: the second waits for the first
+* ``prepare(source, root, check=...)``: URL, Google Drive link or local archive -> checksum ->
+  unpacked -> folder tree checked -> renamed to ``root``. ``prepare_market1501``,
+  ``prepare_dukemtmc`` and ``prepare_cuhk03`` are it for each data set. Two processes
+  preparing the same root do not mix: the second waits for the first
   (``rrid.files.lock_folder``) and then finds the data set ready.
+* A Google Drive share link or file id (:func:`drive_file_id`) is fetched with ``gdown``, an
+  optional dependency (``pip install gdown``; Colab ships it): Drive answers large files with
+  a virus-scan page that only a Drive-aware client gets past.
 
 A file these functions read or resume (the archive, ``dest``, ``dest.part``) must be a regular
 file: a named pipe or device there is an error naming it (reading it could wait forever).
@@ -52,9 +56,10 @@ from urllib3.util import Retry
 
 from ..errors import one_line, short_repr
 from ..files import file_hash, file_problem, lock_folder, move_into_place, real_target, remove_stale_temps, temp_dir
-from .datasets import DatasetError, Market1501
+from .datasets import CUHK03NP, DatasetError, DukeMTMCReID, Market1501
 
 # Market-1501-v15.09.15.zip, as recorded by the open-reid project (official-code-notes.md).
+# DukeMTMC-reID and CUHK03-NP have no published checksum: their archives are checked by their tree only.
 MARKET1501_MD5 = "65005ab7d12ec1c44de4eeafe813e68a"
 CHUNK = 1 << 20
 
@@ -622,10 +627,14 @@ def _archive(source, root: Path, archive_name: str, what: str, *, md5, sha256, m
              retries) -> Path:
     """The local archive of ``source``: downloaded beside ``root`` (a URL) or checked where it is."""
     source = str(source)
+    archive = Path(source).expanduser()
+    local = "://" not in source and archive.exists()
+    drive_id = None if local else drive_file_id(source)
+    if drive_id is not None:
+        return download_drive(drive_id, real_target(root).parent / archive_name, md5=md5, sha256=sha256, source=source)
     if "://" in source:
         return download(source, real_target(root).parent / archive_name, md5=md5, sha256=sha256,
                         timeout=timeout, retries=retries, max_bytes=max_download_bytes)
-    archive = Path(source).expanduser()
     if archive.is_dir():
         raise DatasetError(f"{archive} is a folder, not an archive: if it holds {what} already unpacked, "
                            "point the root (data.root, --root) at it")
@@ -634,8 +643,94 @@ def _archive(source, root: Path, archive_name: str, what: str, *, md5, sha256, m
     return archive
 
 
+# ----------------------------------------------------------------------------- Google Drive
+
+_DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
+_DRIVE_ID = re.compile(r"[A-Za-z0-9_-]{25,}")
+
+
+def drive_file_id(source: str) -> str | None:
+    """The Google Drive file id in ``source``, or None when it is no Drive link.
+
+    Accepted: a share link (``https://drive.google.com/file/d/ID/view?usp=sharing``), the older
+    ``open?id=ID`` and ``uc?id=ID&export=download`` forms (also on ``docs.google.com`` and
+    ``drive.usercontent.google.com``), and a bare id (25 or more letters, digits, ``-`` and
+    ``_``; the caller tries a local file of that name first). A link to a Drive *folder* is a
+    DatasetError: share the archive itself.
+    """
+    source = source.strip()
+    if "://" not in source:
+        return source if _DRIVE_ID.fullmatch(source) else None
+    try:
+        parts = urlsplit(source)
+    except ValueError:
+        return None
+    if (parts.hostname or "").lower() not in _DRIVE_HOSTS:
+        return None
+    if "/folders/" in parts.path:
+        raise DatasetError(f"{source} is a link to a Google Drive folder; share the archive itself (right-click the "
+                           "zip, Share, Copy link) and give that link")
+    found = re.search(r"/d/([A-Za-z0-9_-]+)", parts.path) or re.search(r"(?:^|&)id=([A-Za-z0-9_-]+)", parts.query)
+    if found is None:
+        raise DatasetError(f"{source}: a Google Drive link without a file id; expected "
+                           "https://drive.google.com/file/d/<id>/view or ...?id=<id>")
+    return found.group(1)
+
+
+def download_drive(file_id: str, dest, md5: str | None = None, sha256: str | None = None, *,
+                   source: str | None = None) -> Path:
+    """Fetch the Google Drive file ``file_id`` to ``dest`` with ``gdown`` (resuming ``dest.part``),
+    verify it, then rename. Returns ``dest``; a ``dest`` that already matches is kept.
+
+    ``gdown`` is optional (``pip install gdown``): without it, a DownloadError says what to
+    install. A file Drive refuses (not shared with "anyone with the link", or over its download
+    quota) or a broken connection is a DownloadError naming the id; the ``.part`` file is kept
+    for the next run.
+    """
+    dest, shown = Path(dest), source or f"Google Drive file {file_id}"
+    part = dest.with_name(dest.name + ".part")
+    _require_regular(dest, "download target", absent_ok=True)
+    _require_regular(part, "partial download", absent_ok=True)
+    if dest.exists():
+        try:
+            verify_checksum(dest, sha256, md5)
+            return dest
+        except ChecksumError:
+            dest.unlink()
+    try:
+        import gdown  # optional dependency: only Google Drive links need it
+    except ImportError:
+        raise DownloadError(f"cannot download {shown}: Google Drive links need gdown (pip install gdown, or "
+                            "pip install -e \".[drive]\" in the checkout; Colab has it); or download the file "
+                            "yourself and give its path") from None
+    failures = (OSError, ValueError, RuntimeError, getattr(getattr(gdown, "exceptions", None),
+                                                           "FileURLRetrievalError", OSError))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        got = gdown.download(id=file_id, output=str(part), quiet=False, resume=True)
+    except failures as e:
+        got, cause = None, one_line(str(e) or type(e).__name__, 200)
+    else:
+        cause = "gdown fetched nothing"
+    if got is None or not part.is_file():
+        raise DownloadError(f"cannot download {shown} (Google Drive file {file_id}): {cause}; check that the file is "
+                            "shared with \"anyone with the link\", or try again later (Drive limits how often a "
+                            "file is downloaded)")
+    try:
+        verify_checksum(part, sha256, md5)
+    except ChecksumError as e:
+        part.unlink()
+        raise ChecksumError(f"the file downloaded from {shown} is not the expected one "
+                            f"({str(e).replace(f'{part}: ', '')}); it was deleted: check the link") from None
+    os.replace(part, dest)
+    return dest
+
+
+# ----------------------------------------------------------------------------- the data sets
+
 def prepare_market1501(source, root, md5: str | None = MARKET1501_MD5, **kw) -> Path:
-    """Make ``root`` hold Market-1501 from ``source`` (a URL or a local Market-1501-v15.09.15.zip).
+    """Make ``root`` hold Market-1501 from ``source`` (a local Market-1501-v15.09.15.zip, a URL or a
+    Google Drive link).
 
     The archive's md5 is checked against the published one; ``root`` ends up holding
     ``Market-1501-v15.09.15/``, which ``Market1501(root)`` reads. Nothing happens if
@@ -643,3 +738,20 @@ def prepare_market1501(source, root, md5: str | None = MARKET1501_MD5, **kw) -> 
     """
     kw.setdefault("max_download_bytes", 4 << 30)
     return prepare(source, root, Market1501.locate, "Market-1501-v15.09.15.zip", what="Market-1501", md5=md5, **kw)
+
+
+def prepare_dukemtmc(source, root, md5: str | None = None, **kw) -> Path:
+    """Make ``root`` hold DukeMTMC-reID from ``source`` (``DukeMTMC-reID.zip``: a path, a URL or a
+    Google Drive link). The data set was withdrawn by its authors in 2019 and no checksum is
+    published, so only ``md5`` when given and the folder tree are checked."""
+    kw.setdefault("max_download_bytes", 4 << 30)
+    return prepare(source, root, DukeMTMCReID.locate, "DukeMTMC-reID.zip", what="DukeMTMC-reID", md5=md5, **kw)
+
+
+def prepare_cuhk03(source, root, md5: str | None = None, **kw) -> Path:
+    """Make ``root`` hold CUHK03-NP (Zhong et al.'s 767/700 split, labeled and detected boxes) from
+    ``source`` (the ``cuhk03-np`` zip of the re-ranking authors' repository: a path, a URL or a
+    Google Drive link). No checksum is published: ``md5`` when given and the folder tree of both
+    variants (:meth:`CUHK03NP.locate_variants`) are checked."""
+    kw.setdefault("max_download_bytes", 4 << 30)
+    return prepare(source, root, CUHK03NP.locate_variants, "cuhk03-np.zip", what="CUHK03-NP", md5=md5, **kw)
