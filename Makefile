@@ -21,7 +21,7 @@ export RRID_LIVEPLOT ?= static
 # (benchmarks/contention.py); read once when torch loads, so it is set for every process here
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv mathjax prepare prepare-heads prepare-quick book test test-serial test-full unit nbval html chromium clean
+.PHONY: venv mathjax prepare prepare-heads prepare-quick book test test-quick test-full test-serial unit nbval html chromium clean
 
 venv: $(VENV)/.installed
 
@@ -98,17 +98,20 @@ test-full: venv prepare-heads
 html: book chromium
 	$(PY) -m pytest -q -rs tests -m book_html
 
-# Two jobs at a time on the project's 2-core machine: the two halves of the preparation side by
-# side, the unit tests in the core left over, then the book build, which executes every chapter in
-# quick mode and fails on an error (each chapter's slowest cell stays under 1/5 of the cell timeout
-# with a CPU-bound process beside it: benchmarks/results/book_times_busy.md), and the built-page
-# checks. Quick mode is checked by the build; nbval runs the chapters in full mode (make test-full).
-# Each job's output is printed when it ends. `make test-serial` runs the same parts one after the other.
+# The tests: first two jobs at a time on the project's 2-core machine (the two halves of the
+# preparation side by side, the unit tests in the core left over, then the book build, which
+# executes every chapter in quick mode and fails on an error, and the built-page checks; each job's
+# output is printed when it ends), then full mode on the CPU (test-full). Quick mode is checked by
+# the build; nbval runs every chapter in full mode's smoke setting. `make test-serial` runs the same
+# parts one after the other.
 test:
-	@echo "make test: preparation, unit tests, the book build and its page checks, two at a time (output per part, when it ends)"
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-serial
+	@echo "make test: preparation, unit tests, the book build and its page checks, two at a time (output per part, when it ends); then make test-full"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-quick
+	@$(MAKE) --no-print-directory test-full
 
-test-serial: unit html
+test-quick: unit html
+
+test-serial: unit html test-full
 
 clean:
 	rm -rf _build .mathjax .mathjax.tmp
