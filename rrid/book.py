@@ -204,12 +204,13 @@ CHAPTERS = {
     "ch-ablations": ChapterPlan("the committed head-only benchmark (synthetic, ResNet-18, 5 seeds) and a live run",
                                 "the committed head-only benchmark (synthetic, ResNet-18) and a live run",
                                 "the benchmark is the quick head-only protocol's in every mode"),
-    "ch-beyond": ChapterPlan("data: market1501-mini crops for the image-list example; no training",
-                             "data: {crops} for the image-list example; no training"),
+    "ch-beyond": ChapterPlan("published numbers; data: market1501-mini crops (else the synthetic set) for the "
+                             "image-list example; no model is trained",
+                             "published numbers; data: {crops} for the image-list example; no model is trained"),
     "ch-paper-code": ChapterPlan("model: untrained Ours-F on ResNet-18 at 96 x 32; data: a synthetic 16 x 4 batch "
-                                 "(random erasing: a market1501-mini crop)",
+                                 "(random erasing: a market1501-mini crop, else a synthetic one)",
                                  "model: untrained Ours-F on ResNet-50 at 384 x 128 on {device}; data: a synthetic "
-                                 "16 x 4 batch (random erasing: a market1501-mini crop)"),
+                                 "16 x 4 batch (random erasing: a market1501-mini crop, else a synthetic one)"),
 }
 """Every chapter's plan, by the label of its first line (tests/test_notebooks.py: one per chapter)."""
 
