@@ -63,9 +63,9 @@ MODES = ("quick", "full")
 # On Colab only the package and its dependencies are installed: the book's and the tests' tools
 # (Jupyter Book, nbval, pytest) are for building the book, not for reading it.
 FIRST_CELL = """\
-# Install rrid when it is missing (e.g. on Colab), then pick the mode: RRID_MODE=quick|full
+# Install rrid when it is missing (Colab), then pick the mode: RRID_MODE=quick|full
 import importlib.util, os, sys
-if importlib.util.find_spec("rrid") is None:  # the whole project: package, configs/, data/
+if importlib.util.find_spec("rrid") is None:  # the project: package, configs/, data/
     !git clone -q --depth 1 {url} rrid-book
     %pip install -q -e ./rrid-book
     sys.path.insert(0, os.path.abspath("rrid-book"))
