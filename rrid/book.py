@@ -171,8 +171,9 @@ class ChapterPlan(NamedTuple):
 CHAPTERS = {
     "preface": ChapterPlan("no model is trained or run; shapes come from the meta device",
                            "the same as quick mode: no model is trained or run"),
-    "ch-reid-task": ChapterPlan("data: market1501-mini (else the synthetic set); also the synthetic set; no model",
-                                "data: {crops}; also the synthetic set; no model"),
+    "ch-reid-task": ChapterPlan("data: market1501-mini (else the synthetic set); the section on quick mode's "
+                                "synthetic set draws that set; no model",
+                                "data: {crops}; the section on quick mode's synthetic set draws that set; no model"),
     "ch-backbone": ChapterPlan("shapes, parameters and compute of ResNet-18 and ResNet-50 on the meta device (no "
                                "arithmetic); timed: an untrained ResNet-18 at 96 x 32 on the CPU",
                                "shapes, parameters and compute on the meta device, as in quick mode; timed: an "
