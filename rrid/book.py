@@ -171,12 +171,19 @@ class ChapterPlan(NamedTuple):
 CHAPTERS = {
     "preface": ChapterPlan("no model is trained or run; shapes come from the meta device",
                            "the same as quick mode: no model is trained or run"),
-    "ch-reid-task": ChapterPlan("data: market1501-mini (else the synthetic set); no model",
-                                "data: {crops}; no model"),
-    "ch-backbone": ChapterPlan("model: untrained ResNet-18 at 96 x 32, timed on the CPU",
-                               "model: ResNet-50 at 384 x 128, timed on {device}"),
-    "ch-stripes": ChapterPlan("model: untrained ResNet-18 at 384 x 128; data: a market1501-mini crop",
-                              "model: {backbone} at 384 x 128; data: a crop of {crops}"),
+    "ch-reid-task": ChapterPlan("data: market1501-mini (else the synthetic set); the section on quick mode's "
+                                "synthetic set draws that set; no model",
+                                "data: {crops}; the section on quick mode's synthetic set draws that set; no model"),
+    "ch-backbone": ChapterPlan("shapes, parameters and compute of ResNet-18 and ResNet-50 on the meta device (no "
+                               "arithmetic); timed: an untrained ResNet-18 at 96 x 32 on the CPU",
+                               "shapes, parameters and compute on the meta device, as in quick mode; timed: an "
+                               "untrained ResNet-50 at 384 x 128 on {device}"),
+    "ch-stripes": ChapterPlan("model: untrained ResNet-18 at 384 x 128; data: a market1501-mini crop (else a "
+                              "synthetic one); trained features: the committed quick head-only ablation",
+                              "model: {backbone} at 384 x 128; data: a crop of {crops}; trained features: the "
+                              "committed head-only ablation (the full protocol's when committed)",
+                              "the quick head-only ablation's rows 3 and 4 unless the full protocol's results are "
+                              "committed: running it takes hours of GPU time (the ablations chapter)"),
     "ch-relation": ChapterPlan("model: Ours-S on an untrained ResNet-18; data: market1501-mini crops; trained "
                                "relation modules: the head-only protocol's (synthetic, ResNet-18)",
                                "model: Ours-S on {backbone} at 384 x 128; data: crops of {crops}",

@@ -32,7 +32,9 @@ __all__ = [
     "Table1Row", "Table2Row", "Table3Row", "Table4Row", "Result", "Training", "DatasetSize",
     "TABLE1", "TABLE2", "TABLE3", "TABLE4", "REST_ONLY", "TRAINING", "DATASETS", "TABLE3_MEAN_GAIN",
     "CITATIONS", "DUKE_NOTE", "COLUMNS", "table_rows", "format_table", "show_table",
-    "LaterMethod", "LATER_METHODS",
+    "LaterMethod", "LATER_METHODS", "Claim", "table1_claims", "CUHK03_RANK1_CAVEAT", "TABLE1_GROUPS",
+    "PriorArt", "PRIOR_ART", "prior_art_rows", "format_prior_art", "show_prior_art",
+    "format_claims", "show_claims",
 ]
 
 DUKE_NOTE = ("The DukeMTMC-reID columns of Table 1 are not in the paper text available here; "
@@ -51,8 +53,8 @@ class Table1Row:
     available here prints Table 1 with six numbers per row, which line up with Market-1501,
     CUHK03 labeled and CUHK03 detected (Ours-S and Ours-F match Table 2 rows 8 and 13 there),
     so the Duke columns were lost in transcription. They are not filled in from elsewhere;
-    Ours-S's and Ours-F's Duke numbers are in :data:`TABLE2` (rows 8 and 13). ``note`` flags
-    a cell of the transcription that looks doubtful.
+    Ours-S's and Ours-F's Duke numbers are in :data:`TABLE2` (rows 8 and 13). ``note`` says
+    what was done with a doubtful cell of the transcription (Deep-Person's: shown as "-").
     """
 
     method: str
@@ -75,15 +77,17 @@ class Table1Row:
 
 
 _DEEP_PERSON_NOTE = (
-    "As transcribed, this row reads '- - - 64.8': a CUHK03-detected rank-1 of 64.8 without its "
-    "mAP. Kept as printed; it may be a shifted DukeMTMC-reID number (check the published PDF).")
+    "the transcription prints '- - - 64.8' after its Market-1501 numbers, which would be a CUHK03-detected "
+    "rank-1 without its mAP, the only such cell of the table; as the transcription lost the DukeMTMC-reID "
+    "columns (the last of the paper's header), 64.8 is most likely Deep-Person's Duke mAP shifted left. "
+    "Shown as '-' (the published PDF settles it).")
 
 # Park & Ham (2020), Table 1: F-dim, Market-1501, CUHK03 labeled, CUHK03 detected (Duke: see the class).
 TABLE1 = [
     Table1Row("SVDNet", "sun2017svdnet", 2048, 62.1, 82.3, 37.8, 40.9, 37.3, 41.5),
     Table1Row("Triplet", "hermans2017defense", 128, 69.1, 84.9, None, None, None, None),
     Table1Row("HA-CNN", "li2018harmonious", 1024, 75.7, 91.2, 41.0, 44.4, 38.6, 41.7),
-    Table1Row("Deep-Person", "bai2017deepperson", 2048, 79.5, 92.3, None, None, None, 64.8, note=_DEEP_PERSON_NOTE),
+    Table1Row("Deep-Person", "bai2017deepperson", 2048, 79.5, 92.3, None, None, None, None, note=_DEEP_PERSON_NOTE),
     Table1Row("AlignedReID", "luo2019alignedreid", 2048, 79.1, 91.8, None, None, 59.6, 61.5),
     Table1Row("PCB", "sun2018beyond", 1536, 77.3, 92.4, None, None, 54.2, 61.3),
     Table1Row("PCB+RPP", "sun2018beyond", 1536, 81.0, 93.1, None, None, 57.5, 63.7),
@@ -148,6 +152,161 @@ TABLE2 = [
     Table2Row(12, "gcp", "gmp", False, _MULTI, 3840, 87.3, 94.5, 73.0, 75.9, 69.0, 71.6, 77.4, 88.3),
     Table2Row(13, "gcp", "gmp", True, _MULTI, 3840, 88.9, 95.2, 75.6, 77.9, 69.6, 74.4, 78.6, 89.7, "Ours-F"),
 ]
+
+
+# ----------------------------------------------------------------------------- Table 1 read with Table 2
+
+TABLE1_GROUPS = {"market": "Market-1501", "cuhk03_labeled": "CUHK03 labeled", "cuhk03_detected": "CUHK03 detected"}
+"""The column groups of :data:`TABLE1` that hold numbers (field prefix -> name); each has ``_map`` and ``_rank1``."""
+
+CUHK03_RANK1_CAVEAT = (
+    "The authors' released code computes CUHK03 rank-1 with the older single-gallery-shot CMC, not the CMC "
+    "of the 767/700 protocol; the paper does not say which CMC the other methods' CUHK03 numbers come from, "
+    "so the CUHK03 rank-1 columns may mix the two and are not a like-for-like comparison (the book's reading; "
+    "the evaluation chapter runs both on the same distances). The mAP columns do not depend on this choice.")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement about Table 1, its numbers filled in from :data:`TABLE1` / :data:`TABLE2`; ``quote``
+    the paper's own words for it (*Quantitative results*), ``caveat`` what limits it."""
+
+    text: str
+    quote: str = ""
+    caveat: str = ""
+
+
+def _ranked(field: str, rows=None) -> list[Table1Row]:
+    """The rows of Table 1 with a number in ``field``, highest first (the table's order among equals)."""
+    rows = TABLE1 if rows is None else rows
+    return sorted((r for r in rows if getattr(r, field) is not None), key=lambda r: -getattr(r, field))
+
+
+def _values(rows, field: str) -> str:
+    return ", ".join(f"{r.method} {getattr(r, field)}" for r in rows)
+
+
+def table1_claims() -> list[Claim]:
+    """What Table 1 supports, each statement computed from the table (who leads each column, by how much),
+    with the paper's words and the caveats the book knows of: the CUHK03 rank-1 protocol
+    (:data:`CUHK03_RANK1_CAVEAT`) and the DukeMTMC-reID columns missing from the text (:data:`DUKE_NOTE`)."""
+    by = {r.method: r for r in TABLE1}
+    earlier = [r for r in TABLE1 if not r.ours]
+
+    def leads(group: str, metric: str, top: int) -> str:
+        f = f"{group}_{metric}"
+        return f"{_values(_ranked(f)[:top], f)}, the best earlier method {_values(_ranked(f, earlier)[:1], f)}"
+
+    claims = [Claim("mAP: " + "; ".join(f"{name}: {leads(g, 'map', 2)}" for g, name in TABLE1_GROUPS.items()) + ".",
+                    quote="Ours-F gives the best results again on all datasets in terms of mAP.")]
+    market = _ranked("market_rank1")[0]
+    claims.append(Claim(
+        f"Market-1501 rank-1: {_values([market], 'market_rank1')} leads; "
+        + ", ".join(f"{o.method} has {o.market_rank1} ({market.market_rank1 - o.market_rank1:.1f} lower)"
+                    for o in (by["Ours-F"], by["Ours-S"])) + ".",
+        quote="The rank-1 accuracy of Ours-F is slightly lower than that of MGN (Wang et al. 2018) on the Market1501."))
+    claims.append(Claim(
+        "CUHK03 rank-1: " + "; ".join(f"{TABLE1_GROUPS[g].split()[1]}: {leads(g, 'rank1', 1)}"
+                                      for g in TABLE1_GROUPS if g.startswith("cuhk03")) + ".",
+        quote="Ours-F outperforms MGN on other datasets by a significant margin.", caveat=CUHK03_RANK1_CAVEAT))
+    ours_s = by["Ours-S"]
+    fields = [f"{g}_{m}" for g in TABLE1_GROUPS for m in ("map", "rank1")]
+    behind = [(f, r) for f in fields for r in earlier
+              if getattr(r, f) is not None and getattr(r, f) >= getattr(ours_s, f)]
+    exceptions = "; ".join(f"{_label(f)}, where {r.method} ({r.feature_dim:,} numbers) has {getattr(r, f)} "
+                           f"against {getattr(ours_s, f)}" for f, r in behind)
+    claims.append(Claim(
+        f"Ours-S ({ours_s.feature_dim:,} numbers per image) is ahead of every earlier method in "
+        f"{len(fields) - len({f for f, _ in behind})} of the {len(fields)} columns"
+        + (f"; the exception: {exceptions}." if behind else "."),
+        quote="Ours-S outperforms state-of-the-art reID methods in terms of mAP and rank-1 accuracy for all "
+              "datasets, except MGN (Wang et al. 2018).",
+        caveat="Two of those columns are CUHK03 rank-1, with the caveat above."))
+    s, f = TABLE2[7], TABLE2[12]
+    claims.append(Claim(
+        "DukeMTMC-reID: Table 1's Duke columns are not in the paper text this book works from. The paper's own "
+        f"Duke numbers are in Table 2: {s.name} (row {s.row}) mAP {s.duke_map}, rank-1 {s.duke_rank1}; "
+        f"{f.name} (row {f.row}) mAP {f.duke_map}, rank-1 {f.duke_rank1}.",
+        caveat="So the paper's claim of the best Duke results cannot be checked against the other methods here."))
+    return claims
+
+
+def _label(field: str) -> str:
+    """``"cuhk03_labeled_rank1"`` -> ``"CUHK03 labeled rank-1"``."""
+    group, metric = field.rsplit("_", 1)
+    return f"{TABLE1_GROUPS[group]} {'mAP' if metric == 'map' else 'rank-1'}"
+
+
+@dataclass(frozen=True)
+class PriorArt:
+    """A method of Table 1 whose design rows of Table 2 take over: the book's map between the two tables.
+
+    The paper does not name a Table 2 row after a method; it names the methods whose choices its rows
+    make (``quote``, with ``where`` in the paper). ``rows`` are the Table 2 rows built that way, ``shared``
+    what they take from the method, ``differs`` what they do not (the rows are all trained with the
+    paper's recipe, triplet and cross-entropy losses, so a gap between the two numbers mixes the design
+    with the training)."""
+
+    method: str
+    rows: tuple[int, ...]
+    shared: str
+    differs: str
+    quote: str
+    where: str
+
+
+PRIOR_ART = [
+    PriorArt("PCB", (2,), "six horizontal stripes, each pooled by GAP and reduced to 256 numbers, no global "
+             "feature; the backbone without GAP and fc, last stride 1",
+             "PCB is trained with cross-entropy alone, one classifier per stripe",
+             "following the work of (Sun et al. 2018b), we remove the GAP and fully connected layers [...] Similar "
+             "to other part-based reID methods (Sun et al. 2018b; Fu et al. 2019), we split the initial feature map "
+             "into multiple horizontal grids", "Part-level features"),
+    PriorArt("HPM", (11,), "several numbers of stripes at once, 15 features of 256 numbers (HPM's 3,840 too), "
+             "and a global feature pooled by GAP+GMP",
+             "HPM's pyramid has 1, 2, 4 and 8 stripes, each pooled by GAP+GMP; the rows have 2, 4 and 6 stripes "
+             "pooled by GMP, plus a global feature per branch",
+             "previous reID methods use GAP (Sun et al. 2018b), GMP (Wang et al. 2018), or both (Fu et al. 2019) "
+             "[...] to consider various parts of multiple scales (Fu et al. 2019)",
+             "GCP; Extension to different numbers of grids"),
+    PriorArt("MGN", (4, 9), "GMP for the global and the stripe features; in row 9 several numbers of stripes, as "
+             "MGN's branches of 1, 2 and 3 stripes",
+             "MGN's three branches (the whole map, 2 and 3 stripes) have their own copies of the backbone's last "
+             "stages; the rows' branches share one backbone",
+             "previous reID methods use GAP (Sun et al. 2018b), GMP (Wang et al. 2018), or both (Fu et al. 2019)",
+             "GCP"),
+]
+"""PCB's 1,536-d, HPM's 3,840-d and MGN's GMP, as the paper ties them to its own choices."""
+
+
+def prior_art_rows() -> list[dict]:
+    """:data:`PRIOR_ART` as table rows: each method beside its Table 2 rows, F-dim and Market-1501
+    mAP / rank-1 (numbers from :data:`TABLE1` and :data:`TABLE2`)."""
+    by = {r.method: r for r in TABLE1}
+    out = []
+    for p in PRIOR_ART:
+        m, rows = by[p.method], [TABLE2[k - 1] for k in p.rows]
+        out.append({"Table 1 method": p.method, "F-dim": f"{m.feature_dim:,}",
+                    "Market mAP / R-1": f"{m.market_map} / {m.market_rank1}",
+                    "Table 2 row": ", ".join(str(t.row) for t in rows),
+                    "row F-dim": ", ".join(f"{t.feature_dim:,}" for t in rows),
+                    "row Market mAP / R-1": "; ".join(f"{t.market_map} / {t.market_rank1}" for t in rows)})
+    return out
+
+
+def format_prior_art() -> str:
+    """:func:`prior_art_rows` as a Markdown table, then one line per method: what its rows take from it,
+    what they do not, and the paper's words."""
+    notes = [f"- **{p.method}**, row{'s' if len(p.rows) > 1 else ''} {', '.join(map(str, p.rows))}: {p.shared}. "
+             f"What differs: {p.differs}. The paper (*{p.where}*): \"{p.quote}\"" for p in PRIOR_ART]
+    return format_table(prior_art_rows(), bold_best=False) + "\n\n" + "\n".join(notes)
+
+
+def show_prior_art():
+    """:func:`format_prior_art` as an IPython ``Markdown`` object."""
+    from IPython.display import Markdown   # IPython: there in every notebook, optional for the package
+
+    return Markdown(format_prior_art())
 
 
 # ----------------------------------------------------------------------------- Tables 3 and 4
@@ -353,11 +512,13 @@ runs differ in backbone, input size and training recipe (``note``). Chapter 10 d
 
 # ----------------------------------------------------------------------------- display
 
+_CUHK03 = "CUHK\u00ad03"  # with a soft hyphen: a narrow column may break the name there
+
 COLUMNS = {
     1: [("method", "method"), ("feature_dim", "F-dim"), ("market_map", "Market mAP"),
-        ("market_rank1", "Market R-1"), ("cuhk03_labeled_map", "CUHK03-L mAP"),
-        ("cuhk03_labeled_rank1", "CUHK03-L R-1"), ("cuhk03_detected_map", "CUHK03-D mAP"),
-        ("cuhk03_detected_rank1", "CUHK03-D R-1")],
+        ("market_rank1", "Market R-1"), ("cuhk03_labeled_map", f"{_CUHK03} L mAP"),
+        ("cuhk03_labeled_rank1", f"{_CUHK03} L R-1"), ("cuhk03_detected_map", f"{_CUHK03} D mAP"),
+        ("cuhk03_detected_rank1", f"{_CUHK03} D R-1")],
     2: [("row", "row"), ("name", "name"), ("global_pool", "GF pooling"), ("local_pool", "LF pooling"),
         ("relation", "RM"), ("scales", "scales"), ("feature_dim", "F-dim"), ("market_map", "Market mAP"),
         ("market_rank1", "Market R-1"), ("cuhk03_labeled_map", "CUHK03-L mAP"),
@@ -367,7 +528,8 @@ COLUMNS = {
         ("map_with", "mAP RM"), ("rank1_with", "R-1 RM")],
     4: [("pooling", "pooling"), ("map", "mAP"), ("rank1", "rank-1")],
 }
-"""Per table: (field, header) in display order (the Duke columns of Table 1 left out)."""
+"""Per table: (field, header) in display order (the Duke columns of Table 1 left out). Table 1's
+CUHK03 headers may break inside the name (a soft hyphen), so that its eight columns fit a page."""
 
 _TABLES = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4}
 
@@ -436,6 +598,23 @@ def format_table(table: int | Sequence[Mapping], columns: Sequence | None = None
     trs = "".join("<tr>" + "".join(f"<td><b>{html.escape(t)}</b></td>" if b else f"<td>{html.escape(t)}</td>"
                                    for t, b in row) + "</tr>" for row in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def show_claims(claims: Sequence[Claim]):
+    """Claims (:func:`table1_claims`) as an IPython ``Markdown`` list: each statement, the paper's words
+    in quotes, and its caveat in italics."""
+    from IPython.display import Markdown   # IPython: there in every notebook, optional for the package
+
+    return Markdown(format_claims(claims))
+
+
+def format_claims(claims: Sequence[Claim]) -> str:
+    """Claims as a Markdown list (see :func:`show_claims`)."""
+    items = []
+    for c in claims:
+        text = f"- {c.text}" + (f" The paper: \"{c.quote}\"" if c.quote else "")
+        items.append(text + (f" *{c.caveat}*" if c.caveat else ""))
+    return "\n".join(items)
 
 
 def show_table(table: int | Sequence[Mapping], columns: Sequence | None = None, caption: str | None = None,

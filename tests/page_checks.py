@@ -86,9 +86,12 @@ def chapter_number(html: str) -> str | None:
 
 def global_figure_numbers(html: str, numbered: bool) -> list[str]:
     """On a page of a numbered chapter: the chapter's number is missing, or a figure number lacks a
-    chapter prefix (a caption on the page must read "<chapter>.<k>", a {numref} "<c>.<k>")."""
+    chapter prefix (a caption on the page must read "<chapter>.<k>", a {numref} "<c>.<k>"). On a
+    page outside the chapters (the preface, the reference pages): any numbered figure, since its
+    "Fig. 1" reads like a figure of chapter 1."""
     if not numbered:
-        return []
+        return [f"a figure outside the numbered chapters carries a number: {c.get_text().strip()!r}"
+                for c in _article(html).select(".caption-number")]
     chapter = chapter_number(html)
     if chapter is None:
         return ["the chapter's title has no number: is its part `numbered` in _toc.yml?"]

@@ -203,8 +203,9 @@ def test_every_control_on_the_page_changes_what_it_shows(chapter, browser, html_
     page.close()
 
 
-# Pages outside the numbered chapters: the preface (its figures are Fig. 1, Fig. 2) and the
-# reference pages. Every other page of _toc.yml is a chapter whose figures carry its number.
+# Pages outside the numbered chapters: the preface (its figures carry no number, so that none reads
+# "Fig. 1" beside chapter 1's "Fig. 1.1") and the reference pages. Every other page of _toc.yml is a
+# chapter whose figures carry its number.
 UNNUMBERED = {"book/intro", "book/notation", "book/glossary", "book/references"}
 
 

@@ -189,11 +189,11 @@ def test_banner_says_what_each_chapter_runs_in_each_mode(monkeypatch, capsys, gp
             f"downloaded) at 384 x 128; data: crops of Market-1501 ({tmp_path / 'Market-1501-v15.09.15'}).") in out
     assert "Kept from quick mode: the trained relation modules and the Fig. 6 models are the quick" in out
     book.banner("ch-backbone")
-    assert "timed on Tesla T4." in capsys.readouterr().out
+    assert "untrained ResNet-50 at 384 x 128 on Tesla T4." in capsys.readouterr().out
     monkeypatch.setattr(book, "market1501", lambda: None)
     monkeypatch.setattr(paths, "market_mini", lambda: None)
     book.banner("ch-reid-task")
-    assert "data: the synthetic set (Market-1501 is not prepared here); no model." in capsys.readouterr().out
+    assert "data: the synthetic set (Market-1501 is not prepared here); the section" in capsys.readouterr().out
     monkeypatch.setenv("RRID_SMOKE", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     book.banner("ch-training")

@@ -77,7 +77,8 @@ def test_global_figure_numbers_finds_a_number_without_its_chapter(captions, refe
 def test_global_figure_numbers_wants_a_number_on_a_chapter_and_none_elsewhere():
     html = chapter_page(None, ["Fig. 1"], ["Fig. 1"])
     assert "no number" in global_figure_numbers(html, numbered=True)[0]
-    assert global_figure_numbers(html, numbered=False) == []  # the preface: Fig. 1, Fig. 2
+    assert "outside the numbered chapters" in global_figure_numbers(html, numbered=False)[0]
+    assert global_figure_numbers(page("<h1>Preface</h1><figure><img src='a.png'></figure>"), numbered=False) == []
 
 
 # ---- files from other hosts -------------------------------------------------------------------

@@ -63,6 +63,7 @@ def test_table1_ours_equal_table2_rows_8_and_13_in_every_shared_column():
 def test_table1_shape_and_missing_duke():
     assert len(paper.TABLE1) == 11 and [r.method for r in paper.TABLE1 if r.ours] == ["Ours-S", "Ours-F"]
     assert all(r.duke_map is None and r.duke_rank1 is None for r in paper.TABLE1)
+    assert [r.method for r in paper.TABLE1 if r.note] == ["Deep-Person"]
     assert "not in the paper text" in paper.DUKE_NOTE
     assert set(r.cite for r in paper.TABLE1) == set(paper.CITATIONS)
     # "-" entries: Triplet reports Market-1501 only
@@ -191,3 +192,76 @@ def test_later_methods_types_sources_and_citations():
             # INP = M / rho_M <= j / rho_j for every j (rho_j <= rho_M - (M - j)), so mINP <= mAP
             assert r.market_minp <= r.market_map, r.method
     assert {r.rerun for r in paper.LATER_METHODS} == {True, False}  # both kinds, each marked
+
+
+# ----------------------------------------------------------------------------- Table 1 read with Table 2
+
+
+def test_deep_person_shows_no_cuhk03_number():
+    """The transcription's '- - - 64.8' would be the only rank-1 of Table 1 without its mAP: every
+    other row has both numbers of a data set or neither, so the cell is shown as '-' with a note."""
+    for r in paper.TABLE1:
+        for group in paper.TABLE1_GROUPS:
+            pair = (getattr(r, f"{group}_map"), getattr(r, f"{group}_rank1"))
+            assert (pair[0] is None) == (pair[1] is None), (r.method, group)
+    deep = by_method("Deep-Person")
+    assert (deep.market_map, deep.market_rank1) == (79.5, 92.3)
+    cuhk03 = [f"{g}_{m}" for g in ("cuhk03_labeled", "cuhk03_detected") for m in ("map", "rank1")]
+    assert all(getattr(deep, f) is None for f in cuhk03)
+    assert "64.8" in deep.note and "Duke" in deep.note
+    assert paper.format_table(1).splitlines()[5] == "| Deep-Person | 2,048 | 79.5 | 92.3 | - | - | - | - |"
+
+
+def test_table1_claims_match_an_independent_reading_of_the_table():
+    claims = paper.table1_claims()
+    text = paper.format_claims(claims)
+    earlier = [r for r in paper.TABLE1 if not r.ours]
+    f, s, mgn = by_method("Ours-F"), by_method("Ours-S"), by_method("MGN")
+    # mAP: Ours-F first and Ours-S second in every column, MGN the best earlier method
+    for group in ("market", "cuhk03_labeled", "cuhk03_detected"):
+        values = sorted((getattr(r, f"{group}_map"), r.method) for r in paper.TABLE1 if getattr(r, f"{group}_map"))
+        assert [m for _, m in values[-3:]] == ["MGN", "Ours-S", "Ours-F"], group
+        assert f"Ours-F {getattr(f, group + '_map')}, Ours-S {getattr(s, group + '_map')}, the best earlier method " \
+               f"MGN {getattr(mgn, group + '_map')}" in claims[0].text
+    # Market-1501 rank-1: MGN leads, 0.5 and 0.9 above Ours-F and Ours-S
+    assert max(r.market_rank1 for r in paper.TABLE1) == mgn.market_rank1 == 95.7
+    assert "MGN 95.7 leads; Ours-F has 95.2 (0.5 lower), Ours-S has 94.8 (0.9 lower)" in claims[1].text
+    # CUHK03 rank-1 wins carry the single-gallery-shot caveat, and so does Ours-S's claim
+    assert "Ours-F 77.9, the best earlier method MGN 68.0" in claims[2].text and "Ours-F 74.4" in claims[2].text
+    assert claims[2].caveat == paper.CUHK03_RANK1_CAVEAT and "single-gallery-shot" in claims[2].caveat
+    assert "caveat above" in claims[3].caveat
+    # Ours-S is ahead of every earlier method in 5 of 6 columns: all but MGN's Market-1501 rank-1
+    fields = [f"{g}_{m}" for g in paper.TABLE1_GROUPS for m in ("map", "rank1")]
+    ahead = [c for c in fields if all(getattr(r, c) is None or getattr(r, c) < getattr(s, c) for r in earlier)]
+    assert [c for c in fields if c not in ahead] == ["market_rank1"] and len(ahead) == 5
+    assert "in 5 of the 6 columns; the exception: Market-1501 rank-1, where MGN (2,048 numbers) has 95.7 " \
+           "against 94.8." in claims[3].text and "except MGN" in claims[3].quote
+    # Duke: from Table 2, and the claim says it cannot be checked
+    assert "mAP 77.1, rank-1 89.3" in claims[4].text and "mAP 78.6, rank-1 89.7" in claims[4].text
+    assert "cannot be checked" in claims[4].caveat
+    assert text.count("\n- ") == len(claims) - 1 and text.startswith("- mAP: ")
+
+
+def test_prior_art_rows_are_built_as_the_map_says():
+    rows = {r.row: r for r in paper.TABLE2}
+    art = {p.method: p for p in paper.PRIOR_ART}
+    assert set(art) == {"PCB", "HPM", "MGN"} and set(art) <= {r.method for r in paper.TABLE1}
+    # PCB's 1,536-d: six GAP stripes of c = 256, no global feature
+    pcb = rows[art["PCB"].rows[0]]
+    assert (pcb.local_pool, pcb.global_pool, pcb.scales) == ("gap", None, (6,))
+    assert pcb.feature_dim == by_method("PCB").feature_dim == 6 * 256
+    # HPM's 3,840-d: 15 features of 256 over several numbers of stripes, global GAP+GMP ("or both")
+    hpm = rows[art["HPM"].rows[0]]
+    assert hpm.global_pool == "gap+gmp" and len(hpm.scales) > 1 and not hpm.relation
+    assert hpm.feature_dim == by_method("HPM").feature_dim == 15 * 256
+    # MGN's GMP: global and stripe features by GMP, without the paper's modules; row 9 multi-scale
+    for k in art["MGN"].rows:
+        assert (rows[k].global_pool, rows[k].local_pool, rows[k].relation) == ("gmp", "gmp", False)
+    assert [len(rows[k].scales) for k in art["MGN"].rows] == [1, 3]
+    table = paper.prior_art_rows()
+    assert table[0] == {"Table 1 method": "PCB", "F-dim": "1,536", "Market mAP / R-1": "77.3 / 92.4",
+                        "Table 2 row": "2", "row F-dim": "1,536", "row Market mAP / R-1": "79.0 / 92.3"}
+    assert table[2]["row Market mAP / R-1"] == "83.7 / 93.2; 86.7 / 94.4"
+    md = paper.format_prior_art()
+    assert md.startswith("| Table 1 method | F-dim |") and md.count("\n- **") == 3
+    assert all(p.quote in md and p.where in md for p in paper.PRIOR_ART)
