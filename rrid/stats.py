@@ -46,7 +46,7 @@ VERDICTS = (AGREES, SMALLER, LARGER, CONTRADICTS, NO_EFFECT, CANNOT_TELL)
 # The words of a verdict on an interval over queries: one pair of trained models (one seed each)
 # on this test split, not the rows of Table 2 as designs.
 _QUERY_WORDS = {
-    AGREES: "on these queries the two trained models differ as the paper's rows do",
+    AGREES: "on these queries the two trained models differ as the paper's models do",
     SMALLER: "on these queries the two trained models differ in the paper's direction, by less than it reports",
     LARGER: "on these queries the two trained models differ in the paper's direction, by more than it reports",
     CONTRADICTS: "on these queries the two trained models differ against the paper's direction",
