@@ -16,7 +16,7 @@ and initial weights where their layers coincide, so row differences are paired.
 
 Why. The end-to-end protocol this replaces (ResNet-18 from scratch per row, one epoch, 3
 seeds) had a seed sd of 2-6 mAP points and paired differences of +-3 to +-10, so it could not
-resolve effects of 0.1-3 points; on 2 shared CPU cores each end-to-end run costs 20-120 s
+resolve effects of 0.6-3 points; on 2 shared CPU cores each end-to-end run costs 20-120 s
 for one epoch, so more seeds and epochs were out of reach. A frozen backbone removes the
 largest source of noise (the backbone's own training) and makes a run cheap (row 1: 5 s,
 row 13: about 2-3 min with other jobs on the machine). Pilots on this machine (2 seeds,

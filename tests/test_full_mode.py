@@ -186,8 +186,9 @@ def test_banner_says_what_each_chapter_runs_in_each_mode(monkeypatch, capsys, gp
     out = capsys.readouterr().out
     assert out.startswith("RRID_MODE=full on Tesla T4: the paper's setting")
     assert ("This chapter: model: Ours-S on ImageNet ResNet-50 (random weights after a note when they cannot be "
-            f"downloaded) at 384 x 128; data: crops of Market-1501 ({tmp_path / 'Market-1501-v15.09.15'}).") in out
-    assert "Kept from quick mode: the trained relation modules and the Fig. 6 models are the quick" in out
+            f"downloaded) at 384 x 128; data: crops of Market-1501 ({tmp_path / 'Market-1501-v15.09.15'}); trained "
+            "relation modules (row 5, rest-only): the full head-only protocol's once the ablation chapter") in out
+    assert "Kept from quick mode: until the ablation chapter has run in full mode here, the trained relation" in out
     book.banner("ch-backbone")
     assert "untrained ResNet-50 at 384 x 128 on Tesla T4." in capsys.readouterr().out
     monkeypatch.setattr(book, "market1501", lambda: None)

@@ -114,13 +114,128 @@ def test_spearman_matches_scipy_and_a_hand_value():
     assert stats.spearman([1, 2, 2, 3], [1, 2, 3, 4]).rho == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
 
 
-def test_verdict():
+# ----------------------------------------------------------------------------- verdicts
+
+P = +3.0
+# (low, high) against the paper's +3.0: the category and the bound the words state (None: none)
+VERDICT_CASES = [
+    ((0.2, 3.0), stats.AGREES, None),             # contains P: the end P counts as inside
+    ((3.0, 4.0), stats.AGREES, None),             # low = P: still contains it
+    ((0.2, 5.0), stats.AGREES, None),
+    ((0.2, 2.99), stats.SMALLER, 2.99),           # above 0, short of P
+    ((3.01, 4.0), stats.LARGER, 3.01),            # beyond P
+    ((-1.8, -0.2), stats.CONTRADICTS, -0.2),
+    ((-1.0, 2.9), stats.NO_EFFECT, 2.9),          # contains 0, short of P
+    ((0.0, 1.0), stats.NO_EFFECT, 1.0),           # touching 0 does not exclude it
+    ((-1.0, 0.0), stats.NO_EFFECT, 0.0),          # touching 0 from below: not a contradiction
+    ((0.0, 3.0), stats.CANNOT_TELL, None),        # contains both 0 and P
+    ((-1.0, 4.0), stats.CANNOT_TELL, None),
+    ((2.0, 2.0), stats.SMALLER, 2.0),             # a degenerate interval (no spread)
+]
+
+
+@pytest.mark.parametrize("interval, category, bound", VERDICT_CASES)
+def test_verdict_categories_and_their_ends(interval, category, bound):
+    v = stats.verdict(interval, P)
+    assert v.category == category and v.paper == P and v.over == stats.SEEDS
+    assert (math.isnan(v.bound) if bound is None else v.bound == bound)
+
+
+@pytest.mark.parametrize("interval, category, bound", VERDICT_CASES)
+def test_verdict_of_a_negative_paper_difference_is_the_mirror_image(interval, category, bound):
+    low, high = interval
+    v = stats.verdict((-high, -low), -P)
+    assert v.category == category
+    assert (math.isnan(v.bound) if bound is None else v.bound == -bound)
+
+
+def test_verdict_words_state_the_bound_with_its_direction():
     PD = stats.PairedDifference
-    assert stats.verdict(PD(1.0, 0.2, 1.8, 5), +3.0) == stats.AGREES
-    assert stats.verdict(PD(-1.0, -1.8, -0.2, 5), +3.0) == stats.CONTRADICTS
-    assert stats.verdict(PD(-1.0, -1.8, -0.2, 5), -0.8) == stats.AGREES
-    assert stats.verdict(PD(0.5, -0.3, 1.3, 5), +3.0) == stats.CANNOT_TELL
-    assert stats.verdict((0.0, 1.0), +3.0) == stats.CANNOT_TELL          # touching 0 does not exclude it
-    assert stats.verdict(PD(2.0, math.nan, math.nan, 1), +3.0) == stats.CANNOT_TELL
-    with pytest.raises(ValueError, match="paper_difference"):
-        stats.verdict((0.2, 1.0), 0.0)
+    # the book's cases: 5 - 4 is +0.10 [-0.11, +0.30] against the paper's +3.0
+    assert str(stats.verdict(PD(0.10, -0.11, 0.30, 5), 3.0)) == "no effect of the paper's size here (at most +0.30)"
+    assert stats.verdict((6.75, 7.15), 8.4).text == "agrees in sign, smaller than the paper's (at most +7.15)"
+    assert stats.verdict((24.94, 26.41), 20.2).text == "agrees in sign, larger than the paper's (at least +24.94)"
+    assert stats.verdict((-0.62, -0.09), 0.8).text == "contradicts the paper (at most -0.09)"
+    assert stats.verdict((0.60, 2.61), 1.5).text == "agrees with the paper"
+    assert stats.verdict((-0.13, 1.95), 0.9).text == "cannot tell at this power"
+    # a negative paper difference: the bounds point the other way
+    assert stats.verdict((-0.30, 0.50), -0.8).text == "no effect of the paper's size here (at least -0.30)"
+    assert stats.verdict((-2.0, -1.2), -0.8).text == "agrees in sign, larger than the paper's (at most -1.20)"
+    assert stats.verdict((0.1, 0.4), -0.8).text == "contradicts the paper (at least +0.10)"
+    assert f"{stats.verdict((0.2, 1.0), 3.0)}" == "agrees in sign, smaller than the paper's (at most +1.00)"
+
+
+def test_verdict_over_queries_speaks_of_the_two_trained_models():
+    boot = stats.BootstrapDifference(-0.5, -1.0, -0.1, 600, 0, stats.QUERIES)
+    v = stats.verdict(boot, -2.0)
+    assert v.category == stats.SMALLER and v.over == stats.QUERIES and v.bound == -1.0
+    assert v.text == ("on these queries the two trained models differ in the paper's direction, by less than it "
+                      "reports (at least -1.00)")
+    seed_words = {stats.verdict(c, P).text.split(" (")[0] for c, _, _ in VERDICT_CASES}
+    query_words = {stats.verdict(stats.Interval(0, *c, 9, over=stats.QUERIES), P).text.split(" (")[0]
+                   for c, _, _ in VERDICT_CASES}
+    assert len(query_words) == len(stats.VERDICTS) and not seed_words & query_words   # words of their own
+    assert all("trained models" in w for w in query_words)
+
+
+def test_verdict_undefined_and_bad_input():
+    nan = stats.verdict(stats.PairedDifference(2.0, math.nan, math.nan, 1), +3.0)
+    assert nan.category == stats.CANNOT_TELL and math.isnan(nan.bound) and nan.text == stats.CANNOT_TELL
+    for paper in (0.0, math.nan):
+        with pytest.raises(ValueError, match="paper_difference"):
+            stats.verdict((0.2, 1.0), paper)
+    with pytest.raises(ValueError, match="low > high"):
+        stats.verdict((1.0, 0.2), 3.0)
+    with pytest.raises(ValueError, match="interval of a mean"):
+        stats.verdict(stats.mean_interval([1.0, 2.0, 3.0]), 3.0)
+    assert len(set(stats.VERDICTS)) == 6
+
+
+# ----------------------------------------------------------------------------- one shape, planning
+
+
+def test_every_interval_has_one_shape():
+    pd = stats.paired_difference([3.0, np.nan, 5.0, 6.0], [1.0, 2.0, 3.0, 4.0])
+    boot = stats.bootstrap_difference([0.5, 0.7, np.nan], [0.4, 0.5, 0.1])
+    mean = stats.mean_interval([1.0, 2.0, 4.0])
+    assert type(pd) is type(boot) is type(mean) is stats.Interval
+    assert stats.PairedDifference is stats.BootstrapDifference is stats.MeanInterval is stats.Interval
+    assert (pd.n, pd.dropped, pd.over) == (3, 1, stats.SEEDS)
+    assert (boot.n, boot.dropped, boot.over) == (2, 1, stats.QUERIES)
+    assert (mean.n, mean.dropped, mean.over) == (3, 0, stats.VALUES)
+    assert stats.PairedDifference(1.0, 0.0, 3.0, 4).half_width == 1.5
+
+
+def test_prediction_interval_is_wider_by_sqrt_n_plus_1():
+    x = np.array([0.3, -0.1, 0.2, 0.05, 0.15])
+    got = stats.prediction_interval(x)
+    s, n = x.std(ddof=1), len(x)
+    # t_{0.975, 4} = 2.776 (table): x̄ ± t s sqrt(1 + 1/n)
+    assert got.mean == pytest.approx(x.mean(), abs=1e-12)
+    assert got.half_width == pytest.approx(2.776 * s * math.sqrt(1 + 1 / n), rel=3e-4)
+    assert got.half_width / stats.mean_interval(x).half_width == pytest.approx(math.sqrt(n + 1), rel=1e-12)
+    assert math.isnan(stats.prediction_interval([1.0]).low)
+    flat = stats.prediction_interval([2.0, 2.0, 2.0])
+    assert (flat.low, flat.high) == (2.0, 2.0)
+
+
+def test_prediction_interval_covers_new_draws_at_its_level():
+    # 4,000 samples of 5 normal values, each with one more draw: the 95 % interval covers about 95 %
+    rng = np.random.default_rng(0)
+    draws = rng.normal(1.0, 0.3, (4000, 6))
+    covered = np.mean([(lambda p: p.low <= row[5] <= p.high)(stats.prediction_interval(row[:5])) for row in draws])
+    assert abs(covered - 0.95) < 0.02          # binomial sd of the rate: sqrt(.95 * .05 / 4000) = 0.0034
+
+
+def test_seeds_for_half_width_is_the_first_n_that_reaches_the_goal():
+    # sd 1, goal 1.5: n = 4 gives t_{0.975,3} / 2 = 3.182 / 2 = 1.59 (too wide), n = 5: 2.776 / sqrt(5) = 1.24
+    assert stats.seeds_for_half_width(1.0, 1.5) == 5
+    for sd_d, goal in [(0.3, 1.5), (2.0, 1.0), (0.5, 0.2)]:
+        n = stats.seeds_for_half_width(sd_d, goal)
+        half = lambda m: st.t.ppf(0.975, m - 1) * sd_d / math.sqrt(m)   # noqa: E731
+        assert half(n) <= goal and (n == 2 or half(n - 1) > goal)
+    assert stats.seeds_for_half_width(0.0, 1.5) == 2
+    with pytest.raises(ValueError, match="goal"):
+        stats.seeds_for_half_width(1.0, 0.0)
+    with pytest.raises(ValueError, match="more than 10 seeds"):
+        stats.seeds_for_half_width(10.0, 0.1, most=10)

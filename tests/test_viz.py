@@ -327,13 +327,15 @@ def test_augmentation_batch_reads_market1501_mini_by_default(monkeypatch, synthe
 def test_forest_draws_each_interval_in_its_verdict_colour():
     from types import SimpleNamespace
 
-    from rrid.stats import AGREES, CANNOT_TELL, CONTRADICTS
+    from rrid.stats import AGREES, CANNOT_TELL, CONTRADICTS, PairedDifference, verdict
 
-    def comparison(mean, low, high, paper_diff, verdict):
-        return SimpleNamespace(quick=SimpleNamespace(mean=mean, low=low, high=high), paper=paper_diff, verdict=verdict)
+    def comparison(mean, low, high, paper_diff):
+        return SimpleNamespace(quick=PairedDifference(mean, low, high, 5), paper=paper_diff,
+                               verdict=verdict((low, high), paper_diff))
 
-    comparisons = [comparison(1.0, 0.5, 1.5, 2.0, AGREES), comparison(-1.0, -1.6, -0.2, 0.8, CONTRADICTS),
-                   comparison(0.1, -0.4, 0.7, 1.2, CANNOT_TELL)]
+    comparisons = [comparison(1.0, 0.5, 1.5, 1.2), comparison(-1.0, -1.6, -0.2, 0.8),
+                   comparison(0.1, -0.4, 0.7, 0.6)]
+    assert [c.verdict.category for c in comparisons] == [AGREES, CONTRADICTS, CANNOT_TELL]
     fig, ax = plt.subplots()
     assert viz.forest(ax, comparisons, ["a", "b", "c"], "title") is ax
     ticks = {float(y): t.get_text() for y, t in zip(ax.get_yticks(), ax.get_yticklabels())}
@@ -345,7 +347,9 @@ def test_forest_draws_each_interval_in_its_verdict_colour():
         assert mcolors.same_color(point.get_color(), colour)
         assert np.allclose(bars.get_segments()[0], [[c.quick.low, y], [c.quick.high, y]])
     diamonds = [line for line in ax.get_lines() if line.get_marker() == "D"]
-    assert [(float(d.get_xdata()[0]), float(d.get_ydata()[0])) for d in diamonds] == [(2.0, 2), (0.8, 1), (1.2, 0)]
+    assert [(float(d.get_xdata()[0]), float(d.get_ydata()[0])) for d in diamonds] == [(1.2, 2), (0.8, 1), (0.6, 0)]
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names == ["paper (Market-1501)", AGREES, CONTRADICTS, CANNOT_TELL]    # each category drawn, once
     fig.canvas.draw()
     legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
     assert legend.y1 < axes_box.y0, "the legend sits below the axes"

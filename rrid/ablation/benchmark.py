@@ -178,7 +178,7 @@ Protocol (`rrid.ablation.QUICK`; the details are in the docstrings of
   256-d block alone (Tables 3 and 4).
 
 **Why**: the end-to-end quick protocol this replaces (ResNet-18 from scratch per row, 1 epoch, 3 seeds) had a seed sd
-of 2-6 mAP points and could not resolve effects of 0.1-3 points within the time a 2-core CPU allows. Freezing one
+of 2-6 mAP points and could not resolve effects of 0.6-3 points within the time a 2-core CPU allows. Freezing one
 backbone removes its training noise and makes a run take seconds to minutes; pilots showed paired differences
 varying by a few tenths of a point between seeds and the heads converging by epoch 8, so 5 seeds of 10 epochs
 reach the 1.5-point goal.
@@ -192,10 +192,8 @@ images, ImageNet features, ResNet-50 or 384 x 128 inputs.
 paper: Table 3 (q_i of P6 without / with the relation module) = rows 4 and 5; Table 4 (q_0 of P6 by global pooling) =
 rows 6 (GAP), 5 (GMP), 7 (GAP+GMP) and 8 (GCP).
 
-Verdicts (`rrid.stats.verdict`): "agrees with the paper" when the 95 % interval excludes 0 on the side of the paper's
-difference, "contradicts it" when it excludes 0 on the other side, "cannot tell at this power" when it contains 0.
-
 """
+
 
 FULL_README = """# Full ablation of Table 2 (written by benchmarks/ablation_quick.py --protocol full)
 
@@ -227,8 +225,16 @@ training includes (the paper fine-tunes ResNet-50 with every row's heads for 80 
 paper: Table 3 (q_i of P6 without / with the relation module) = rows 4 and 5; Table 4 (q_0 of P6 by global pooling) =
 rows 6 (GAP), 5 (GMP), 7 (GAP+GMP) and 8 (GCP).
 
-Verdicts (`rrid.stats.verdict`): "agrees with the paper" when the 95 % interval excludes 0 on the side of the paper's
-difference, "contradicts it" when it excludes 0 on the other side, "cannot tell at this power" when it contains 0.
+"""
+
+
+VERDICTS_README = """Verdicts (`rrid.stats.verdict`) compare each 95 % interval with 0 and with the paper's
+difference P (an interval contains its ends): "agrees with the paper" when it excludes 0 on P's side and contains P;
+"agrees in sign, smaller than the paper's (at most X)" or "... larger than the paper's (at least X)" when it excludes 0
+on P's side and lies short of P or beyond it; "contradicts the paper (at most X)" when it excludes 0 on the other side;
+"no effect of the paper's size here (at most X)" when it contains 0 but lies short of P (the data rule out P's size,
+not every difference); "cannot tell at this power" when it contains both 0 and P. X is the end of the interval that
+bounds the difference; for a negative P the bounds read "at least" where they read "at most".
 
 """
 
@@ -331,5 +337,6 @@ def write_report(files: ResultFiles, protocol, info: dict | None) -> str:
     if isinstance(protocol, FullProtocol):
         values["block_rows"] = ", ".join(map(str, protocol.block_rows))
     with atomic_write(files.report) as f:
-        f.write((FULL_README if isinstance(protocol, FullProtocol) else QUICK_README).format(**values) + "\n" + text)
+        readme = FULL_README if isinstance(protocol, FullProtocol) else QUICK_README
+        f.write(readme.format(**values) + VERDICTS_README + "\n" + text)
     return text

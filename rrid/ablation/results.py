@@ -49,8 +49,8 @@ class Comparison(NamedTuple):
     b: int
     block: str | None
     paper: float
-    quick: object      # rrid.stats.PairedDifference
-    verdict: str
+    quick: object      # rrid.stats.Interval (paired_difference, over seeds)
+    verdict: object    # rrid.stats.Verdict: .category (one of rrid.stats.VERDICTS), str() its words
 
 
 def read_runs(path) -> dict[int, dict[int, dict]]:

@@ -18,10 +18,10 @@ from matplotlib.patches import Rectangle
 from matplotlib.transforms import Bbox, ScaledTranslation
 
 from rrid import paper
-from rrid.stats import AGREES, CONTRADICTS, mean_interval
+from rrid.stats import AGREES, CANNOT_TELL, CONTRADICTS, LARGER, NO_EFFECT, SMALLER, mean_interval
 from rrid.viz.style import NON_MATCH, use_style
 
-__all__ = ["table1_tradeoff", "market1501_landscape", "seed_strip", "forest"]
+__all__ = ["table1_tradeoff", "market1501_landscape", "seed_strip", "forest", "VERDICT_COLOURS"]
 
 
 def _label_points(ax, points, fontsize=8, marker_px=None):
@@ -200,23 +200,30 @@ def seed_strip(values: dict, marks: dict | None = None, ylabel: str = "mAP (%)",
     return fig
 
 
+VERDICT_COLOURS = {AGREES: "C2", SMALLER: "yellowgreen", LARGER: "yellowgreen", CONTRADICTS: "C3",
+                   NO_EFFECT: "C1", CANNOT_TELL: "grey"}
+"""The colour of each ``rrid.stats.verdict`` category in :func:`forest`."""
+
+
 def forest(ax, comparisons, labels, title):
     """A forest plot of paired differences on ``ax``: one row per comparison, top to bottom.
 
     ``comparisons``: objects with ``quick`` (a paired interval: ``mean``, ``low``, ``high``,
     e.g. ``rrid.stats.paired_difference``), ``paper`` (the paper's difference) and ``verdict``
     (``rrid.stats.verdict``), as ``rrid.ablation.comparisons`` and ``block_comparisons`` return
-    them; ``labels``: one per comparison. Each interval is drawn with its mean, green when it
-    agrees with the paper, red when it contradicts it, grey when it cannot tell; the paper's
-    difference is an open diamond; a line marks 0. The legend sits below the axes. Returns ``ax``.
+    them; ``labels``: one per comparison. Each interval is drawn with its mean in the colour of its
+    verdict's category (:data:`VERDICT_COLOURS`: green agrees, light green agrees in sign only,
+    red contradicts, orange rules out the paper's size, grey cannot tell; the legend names the
+    categories drawn); the paper's difference is an open diamond; a line marks 0. The legend
+    sits below the axes. Returns ``ax``.
     """
-    ys = np.arange(len(comparisons))[::-1]
+    ys, seen = np.arange(len(comparisons))[::-1], set()
     for y, c in zip(ys, comparisons):
-        d = c.quick
-        colour = {AGREES: "C2", CONTRADICTS: "C3"}.get(c.verdict, "grey")
-        ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=colour, capsize=3,
-                    label="quick: mean, paired 95 % interval" if y == ys[0] else None)
+        d, category = c.quick, c.verdict.category
+        ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=VERDICT_COLOURS[category],
+                    capsize=3, label=None if category in seen else category)
         ax.plot(c.paper, y, "D", color="k", mfc="none", label="paper (Market-1501)" if y == ys[0] else None)
+        seen.add(category)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set(yticks=ys, yticklabels=labels, xlabel="difference in mAP (points)", title=title)
     # half an inch below the axes, whatever their height: clear of the tick labels and the x label
