@@ -203,20 +203,29 @@ CHAPTERS = {
                           "head-only protocol's (synthetic, ResNet-18); the Table 4 and Table 2 comparisons are "
                           "the committed quick benchmark's in every mode (the full protocol's results are the "
                           "ablation chapter's)"),
-    "ch-losses": ChapterPlan("model: untrained Ours-F on ResNet-18 at 96 x 32; data: a synthetic 8 x 4 batch",
+    "ch-losses": ChapterPlan("model: untrained Ours-F on ResNet-18 at 96 x 32; data: a synthetic 8 x 4 batch (the "
+                             "augmentation figure: market1501-mini crops, else synthetic images)",
                              "model: untrained Ours-F on ResNet-50 at 384 x 128 on {device}; data: a synthetic "
-                             "8 x 4 batch (the augmentation figure: {crops})"),
+                             "8 x 4 batch (the augmentation figure: {crops})",
+                             "the synthetic 8 x 4 batch of the quick configs: the losses at work on one batch of "
+                             "an untrained network need no real data"),
     "ch-training": ChapterPlan("training: quick configs on the synthetic set (ResNet-18, 96 x 32) on {device}; the "
-                               "full recipe is skipped",
-                               "data step: Market-1501 into data/market1501; training: the paper's recipe "
-                               "(configs/market1501/row13_ours_f.yaml, {backbone}, 384 x 128) on {device}",
+                               "full recipe's data step and run only print what they would do",
+                               "data step: Market-1501 from your archive into data/market1501 (a smoke run: a few "
+                               "market1501-mini crops, in the cache); training: the paper's recipe "
+                               "(configs/market1501/row13_ours_f.yaml, {backbone}, 384 x 128) on {device} once "
+                               "the data step has succeeded",
                                "the short demonstration runs (a quick epoch, the resume check) keep the quick "
                                "configs: they show the mechanics in seconds"),
     "ch-evaluation": ChapterPlan("model: the quick Ours-F (ResNet-18, 96 x 32, synthetic); data: its synthetic "
-                                 "test split and market1501-mini",
+                                 "test split and market1501-mini; Fig. 5: the head-only protocol's models; the "
+                                 "authors' model: a stand-in in their file format",
                                  "model: the training chapter's Ours-F (ResNet-50, 384 x 128) when its checkpoint "
-                                 "is there, else the quick Ours-F; data: the model's test split ({crops})",
-                                 "Fig. 5's retrievals compare the quick head-only protocol's models (synthetic)"),
+                                 "is there, else the quick Ours-F; data: that model's test split (Market-1501 for "
+                                 "the training chapter's; a smoke run's is a few market1501-mini crops); the "
+                                 "authors' model: their release once DOWNLOAD_AUTHORS_MODEL is set, else a stand-in",
+                                 "Fig. 5's retrievals compare the quick head-only protocol's models (synthetic): "
+                                 "six end-to-end runs at the paper's scale would take many GPU hours"),
     "ch-ablations": ChapterPlan("the committed head-only benchmark (synthetic, ResNet-18, 5 seeds) and a live run",
                                 "the full head-only protocol on {device} (the frozen {backbone}; data: {crops}): its "
                                 "committed results when they are here, else it runs first where there is a GPU (or "

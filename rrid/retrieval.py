@@ -141,10 +141,12 @@ def pick_queries(rankings: Mapping[str, Ranking], count: int = 4, seed: int = 0)
 
     The queries with a match whose rank-1 correctness differs between models are grouped by
     pattern (which models are right); a ``numpy`` generator seeded with ``seed`` shuffles each
-    group, and the groups are taken in turn (largest first): every pattern of disagreement
-    that occurs is shown, whichever model it favours. When fewer than ``count``
-    queries disagree, the rest are drawn from the queries whose rank-1 images differ between
-    models, then from all valid queries. Returned in increasing order.
+    group, and one query of each group is taken in turn (largest group first). So the draw
+    shows every pattern of disagreement that occurs, whichever model it favours, when there
+    are at most ``count`` patterns, and one query of each of the ``count`` most frequent
+    otherwise. When fewer than ``count`` queries disagree, the rest are drawn from the
+    queries whose rank-1 images differ between models, then from all valid queries.
+    Returned in increasing order.
     """
     if count < 1:
         raise ValueError(f"pick_queries: count={count!r}: expected >= 1")

@@ -77,8 +77,8 @@ def test_chapter_6s_batch_hard_check_keeps_its_zero_on_the_device():
     got = batch_hard_by_hand(source, d.as_subclass(OnGPU), labels.as_subclass(OnGPU), margin)
     assert isinstance(got, OnGPU)
     torch.testing.assert_close(got.as_subclass(torch.Tensor), expected)
-    # the mock catches the defect: the chapter's old line made its zero on the CPU
-    old = source.replace("d.new_zeros(())", "torch.tensor(0.0, dtype=d.dtype)")
+    # the mock catches the defect of an earlier version of the loop: a zero made on the CPU
+    old = source.replace("loss.clamp(min=0)", "max(loss, torch.tensor(0.0, dtype=d.dtype))")
     assert old != source
     with pytest.raises(RuntimeError, match="same device"):
         batch_hard_by_hand(old, d.as_subclass(OnGPU), labels.as_subclass(OnGPU), margin)

@@ -82,6 +82,32 @@ def test_pick_queries_takes_disagreements_from_every_side():
     assert set(more) >= {1, 2, 4, 5} and len(more) == 6 and 7 not in more
 
 
+def test_pick_queries_shows_the_most_frequent_patterns_when_there_are_more_than_count():
+    # 9 queries; for query q gallery 2q is its match (other camera), 2q+1 a stranger. Who is
+    # right at rank 1 (models a, b, c): (1,0,0) x 3, (0,1,0) x 3, (1,1,0) x 2, (0,0,1) x 1.
+    right = {"a": [1, 1, 1, 0, 0, 0, 1, 1, 0], "b": [0, 0, 0, 1, 1, 1, 1, 1, 0],
+             "c": [0, 0, 0, 0, 0, 0, 0, 0, 1]}
+    Q = 9
+    q_pids, g_pids = np.arange(Q), np.repeat(np.arange(Q), 2)
+    g_pids[1::2] = 100 + np.arange(Q)
+    q_meta, g_meta = meta(q_pids, np.zeros(Q, int)), meta(g_pids, np.ones(2 * Q, int))
+
+    def ranking(is_right):
+        d = np.full((Q, 2 * Q), 5.0)
+        is_right = np.array(is_right, bool)
+        d[np.arange(Q), 2 * np.arange(Q)] = np.where(is_right, 1.0, 2.0)
+        d[np.arange(Q), 2 * np.arange(Q) + 1] = np.where(is_right, 2.0, 1.0)
+        return Ranking(torch.from_numpy(d), q_meta, g_meta)
+
+    rankings = {name: ranking(r) for name, r in right.items()}
+    correct, _ = rank1_correct(rankings)
+    for seed in range(6):
+        shown = {tuple(correct[q].astype(int)) for q in pick_queries(rankings, count=3, seed=seed)}
+        assert shown == {(1, 0, 0), (0, 1, 0), (1, 1, 0)}  # one of each of the 3 most frequent
+        every = {tuple(correct[q].astype(int)) for q in pick_queries(rankings, count=4, seed=seed)}
+        assert every == shown | {(0, 0, 1)}  # count >= the 4 patterns: every one is shown
+
+
 def test_rankings_must_share_queries():
     r = random_ranking(0)
     short = Ranking(r.distmat[:5], meta(r.query.pids[:5], r.query.camids[:5]), r.gallery)
