@@ -16,7 +16,6 @@ of every ``interact`` control is clicked (Playwright driving the same Chromium) 
 the figure shown.
 """
 
-import json
 import subprocess
 import tempfile
 from html.parser import HTMLParser
@@ -24,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from page_checks import (LINE_LIMIT, chromium_flags, external_resources, global_figure_numbers, long_code_lines,
-                         open_offline, raw_tex, scrolling_blocks, scrolling_code_cells, text_tables)
+from page_checks import (chromium_flags, external_resources, global_figure_numbers, open_offline,
+                         raw_tex, scrolling_blocks, scrolling_code_cells, text_tables)
 from rrid.book import chapters
 from rrid.paths import market_mini
 
@@ -227,16 +226,7 @@ def test_page_typesets_its_math_offline_and_no_output_scrolls_sideways(chapter, 
     assert not problems, f"{chapter}:\n" + "\n".join(problems)
 
 
-def code_cells_fit(chapter):
-    """The chapter, expected to fail where its notebook has code lines over the limit (whose
-    reformatting is tests/test_notebooks.py's strict xfail)."""
-    notebook = ROOT / f"{chapter}.ipynb"
-    over = len(long_code_lines(json.loads(notebook.read_text(encoding="utf-8")))) if notebook.is_file() else 0
-    reason = f"{over} code lines over {LINE_LIMIT} columns (chapters are reformatted in the book phase of issue 22)"
-    return pytest.param(chapter, marks=pytest.mark.xfail(reason=reason, strict=False) if over else ())
-
-
-@pytest.mark.parametrize("chapter", [code_cells_fit(chapter) for chapter in chapters()])
+@pytest.mark.parametrize("chapter", chapters())
 def test_no_code_cell_scrolls_sideways(chapter, browser, html_dir):
     page, _ = open_offline(browser, html_dir / f"{chapter}.html")
     problems = scrolling_code_cells(page)

@@ -73,7 +73,6 @@ def test_toc_numbers_the_chapters_and_not_the_reference_pages():
     assert CONFIG["sphinx"]["config"]["numfig_secnum_depth"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="chapters are reformatted to 88 columns in the book phase of issue 22")
 def test_no_code_line_is_longer_than_88_columns():
     over = {path.stem: long_code_lines(load(path)) for path in NOTEBOOKS}
     count = sum(len(lines) for lines in over.values())
