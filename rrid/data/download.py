@@ -116,6 +116,21 @@ def verify_checksum(path, sha256: str | None = None, md5: str | None = None) -> 
 
 # ----------------------------------------------------------------------------- download
 
+def _already_there(dest: Path, part: Path, sha256: str | None, md5: str | None) -> bool:
+    """Whether ``dest`` is already downloaded and verified. Both paths must be regular files (or
+    absent); a ``dest`` that fails its checksum is removed, to be fetched again."""
+    _require_regular(dest, "download target", absent_ok=True)
+    _require_regular(part, "partial download", absent_ok=True)
+    if not dest.exists():
+        return False
+    try:
+        verify_checksum(dest, sha256, md5)
+        return True
+    except ChecksumError:
+        dest.unlink()
+        return False
+
+
 def download(url: str, dest, sha256: str | None = None, md5: str | None = None, resume: bool = True, *,
              timeout: float | tuple[float, float] = TIMEOUT, retries: int = RETRIES, backoff: float = BACKOFF,
              max_bytes: int | None = None, progress: bool | None = None) -> Path:
@@ -128,14 +143,8 @@ def download(url: str, dest, sha256: str | None = None, md5: str | None = None, 
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
-    _require_regular(dest, "download target", absent_ok=True)
-    _require_regular(part, "partial download", absent_ok=True)
-    if dest.exists():
-        try:
-            verify_checksum(dest, sha256, md5)
-            return dest
-        except ChecksumError:
-            dest.unlink()
+    if _already_there(dest, part, sha256, md5):
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
         part.unlink(missing_ok=True)
@@ -689,14 +698,8 @@ def download_drive(file_id: str, dest, md5: str | None = None, sha256: str | Non
     """
     dest, shown = Path(dest), source or f"Google Drive file {file_id}"
     part = dest.with_name(dest.name + ".part")
-    _require_regular(dest, "download target", absent_ok=True)
-    _require_regular(part, "partial download", absent_ok=True)
-    if dest.exists():
-        try:
-            verify_checksum(dest, sha256, md5)
-            return dest
-        except ChecksumError:
-            dest.unlink()
+    if _already_there(dest, part, sha256, md5):
+        return dest
     try:
         import gdown  # optional dependency: only Google Drive links need it
     except ImportError:
