@@ -33,12 +33,7 @@ SMALL = dict(num_classes=10, reduced_dim=16)      # ResNet-50 backbone, narrow h
 H, W = 192, 32                                    # a 12 x 2 map: P6, P4, P2 stripes are exact slices
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")     # conftest.py: one torch thread
 
 
 @pytest.fixture(scope="module")
