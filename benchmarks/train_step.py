@@ -111,11 +111,19 @@ def main(argv=None):
 
     full = RRID(RRIDConfig.preset("ours-f"), args.classes).to(device)
     bare = BareResNet(args.classes).to(device)
-    f, b = side_by_side([Stepper(full, RRIDLoss(margin=1.2, ce_weight=2.0), batch, 384, 128, device),
-                         Stepper(bare, SoftmaxLoss(), batch, 384, 128, device)], args.steps)
+    pair = [Stepper(full, RRIDLoss(margin=1.2, ce_weight=2.0), batch, 384, 128, device),
+            Stepper(bare, SoftmaxLoss(), batch, 384, 128, device)]
+    f, b = side_by_side(pair, args.steps)
     print(f"full   resnet50 Ours-F  384 x 128, batch {batch:2d} : {f:8.1f} img/s")
     print(f"bare   resnet50 GAP+CE  384 x 128, batch {batch:2d} : {b:8.1f} img/s")
-    print(f"full / bare throughput: {f / b:.3f}  (heads and losses cost {100 * (b / f - 1):.1f} % more time per step; goal <= 10 %)")
+    print(f"full / bare throughput: {f / b:.3f}  (heads and losses cost {100 * (b / f - 1):+.1f} % time per step; "
+          "goal <= +10 %)")
+    # the steps were taken in pairs (full, bare) a moment apart: the spread of the paired ratios
+    # shows how much of the difference this machine's load can explain
+    ratios = [t_full / t_bare for t_full, t_bare in zip(pair[0].seconds, pair[1].seconds)]
+    low, mid, high = statistics.quantiles(ratios, n=4)
+    print(f"paired step-time ratio full / bare: median {mid:.3f}, quartiles {low:.3f} to {high:.3f} "
+          f"({len(ratios)} pairs)")
 
     if device.type == "cuda":
         dtype = runtime.amp_dtype("auto", device)          # bf16 from compute capability 8.0, else fp16
