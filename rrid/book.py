@@ -36,6 +36,7 @@ import inspect
 import os
 import shutil
 import sys
+import textwrap
 import time
 import zipfile
 from pathlib import Path
@@ -318,11 +319,33 @@ def _inline_figures() -> None:
         shell.run_line_magic("matplotlib", "inline")
 
 
+LISTING_WIDTH = 88
+"""Columns of a listing :func:`show` prints (the page shows about 88; the package's lines go to 120)."""
+
+
+def fit_listing(source: str, width: int = LISTING_WIDTH) -> str:
+    """``source`` with every line longer than ``width`` broken at spaces into lines that fit,
+    continued four columns deeper than the line began (a comment continues as a comment below it),
+    so that a listing reads on the page instead of wrapping back to column 0. A word longer than
+    the line is left whole. The words, in order, are the source's."""
+    lines = []
+    for line in source.splitlines():
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        indent = line[:len(line) - len(line.lstrip())]
+        more = indent + ("# " if line.lstrip().startswith("#") else "    ")
+        lines += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=more,
+                               break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines) + ("\n" if source.endswith("\n") else "")
+
+
 def show(obj):
-    """The source of a function, class or module from ``rrid``, highlighted in the notebook."""
+    """The source of a function, class or module from ``rrid``, highlighted in the notebook, its
+    long lines broken to fit the page (:func:`fit_listing`)."""
     from IPython.display import Code   # IPython: there in every notebook, optional for the package
 
-    return Code(inspect.getsource(obj), language="python")
+    return Code(fit_listing(inspect.getsource(obj)), language="python")
 
 
 def quick_input_size() -> tuple[int, int]:

@@ -306,3 +306,31 @@ def test_pretrained_backbone_default_is_the_bare_resnet_with_last_stride_1(monke
     with torch.no_grad():
         x = backbone.eval()(torch.zeros(1, 3, 96, 32))
     assert words == "untrained ResNet-18" and tuple(x.shape) == (1, 512, 6, 2)    # H/16 x W/16: last stride 1
+
+
+# ----------------------------------------------------------------------------- listings of the package
+
+def test_a_listing_fits_the_page_with_its_words_in_order_and_short_lines_untouched():
+    source = ("def f(first_argument, second_argument):\n"
+              "    # " + "a comment that keeps going " * 5 + "\n"
+              "    return call(first_argument, second_argument, " + "x, " * 20 + "y)\n"
+              "    short = 1\n")
+    listing = book.fit_listing(source)
+    lines = listing.splitlines()
+    assert max(map(len, lines)) <= book.LISTING_WIDTH
+    assert _words(listing) == _words(source)
+    assert lines[0] == "def f(first_argument, second_argument):" and lines[-1] == "    short = 1"
+    comment = [line for line in lines if "comment" in line or "keeps" in line]
+    assert len(comment) > 1 and all(line.startswith("    # ") for line in comment[1:]), comment
+    code = lines[lines.index(next(line for line in lines if line.lstrip().startswith("return"))):-1]
+    assert len(code) > 1 and all(line.startswith("        ") for line in code[1:]), code
+
+
+def _words(text):
+    """The words of a listing, the "#" that a comment's continuation adds left out."""
+    return [w for w in text.split() if w != "#"]
+
+
+def test_a_word_longer_than_the_page_is_left_whole():
+    word = "x" * 100
+    assert book.fit_listing(f"    {word} = 1\n") == f"    {word}\n        = 1\n"
