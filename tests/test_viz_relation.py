@@ -127,7 +127,11 @@ def test_relation_cost_plots_the_formulas():
                                                           for m in range(2, 9)])
         assert list(ax.lines[-1].get_xdata()) == [4, 4]  # the widget's n
     assert dim_ax.get_title().endswith("n = 4: 256 vs 384 vs 256")
-    assert "all pairs (the book's design)" in [t.get_text() for t in params_ax.get_legend().get_texts()]
+    (legend,) = fig.legends  # one legend for the three panels, below them
+    assert "all pairs (the book's design)" in [t.get_text() for t in legend.get_texts()]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 < min(ax.get_tightbbox(renderer).y0 for ax in fig.axes) + 1
 
 
 @pytest.mark.parametrize("contrast", ["official", "paper"])

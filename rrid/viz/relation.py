@@ -170,7 +170,7 @@ def relation_on_off(features, relation: bool = True, index: int = 0, channels: i
     right.bar(x + 0.2, sw["norm_on"].numpy(), 0.4, label="||q_i|| (on)", alpha=1.0 if relation else 0.35)
     right.plot(x, sw["norm_residual"].numpy(), "ko-", ms=4, label="||R_p(.)_i||")
     right.set(xlabel="stripe i (1: top)", ylabel="norm", xticks=x, title="relation on / off")
-    right.legend(fontsize="small")
+    right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the bars, not on them
     fig.tight_layout()
     return fig
 
@@ -184,22 +184,28 @@ def relation_cost(n: int = 6, C: int = 2048, c: int = 256, ns=range(2, 13),
     use_style()
     labels = {"one_vs_rest": "one-vs.-rest (Eq. 1)", "rest_only": "rest-only R_p(r̄_i)",
               "none": "no relation (q_i = p̄_i)", "all_pairs": "all pairs (the book's design)"}
+    # one-vs.-rest, rest-only and no relation share the feature size n c: dashed lines and hollow
+    # markers of other sizes keep a line that lies on another one visible
+    styles = {"one_vs_rest": dict(marker="o", ms=3), "all_pairs": dict(marker="^", ms=4),
+              "rest_only": dict(marker="s", ms=7, mfc="none", ls=":"),
+              "none": dict(marker="D", ms=6, mfc="none", ls="--")}
     ns = list(ns)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), layout="constrained")
     for ax, field, scale, title in [(axes[0], "params", 1e6, "parameters (M)"),
                                     (axes[1], "macs", 1e6, "MACs / image (M)"),
                                     (axes[2], "feature_dim", 1, "feature size")]:
         at_n = []
         for design in designs:
             values = [getattr(cost(m, C, c, design), field) / scale for m in ns]
-            ax.plot(ns, values, marker="o", ms=3, label=labels[design])
+            ax.plot(ns, values, label=labels[design], **styles[design])
             at_n.append(getattr(cost(n, C, c, design), field) / scale)
         ax.axvline(n, color="grey", ls=":", lw=1)
         fmt = (lambda v: f"{v:.2f}") if scale != 1 else (lambda v: f"{v:,.0f}")
         ax.set(xlabel="stripes n", title=f"{title}\nn = {n}: " + " vs ".join(fmt(v) for v in at_n))
-    axes[0].legend(fontsize="small")
+    # one legend below the three panels, off the curves
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=len(designs),
+               fontsize="small", frameon=False)
     fig.suptitle(f"local features of one scale P_n, C = {C}, c = {c}", fontsize="medium")
-    fig.tight_layout()
     return fig
 
 
