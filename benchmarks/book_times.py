@@ -24,11 +24,14 @@ smoke setting (``RRID_MODE=full RRID_SMOKE=1``), after the half of the preparati
 read (``prepare-book --heads-only``), and then the full-mode tests (``pytest tests -m full_mode``:
 the README's Colab snippet), as one more line.
 
-Writes ``benchmarks/results/book_times.csv`` and ``book_times.md`` (the table the preface
-includes), or ``book_times_busy.csv`` / ``.md`` with ``--busy``, or ``book_times_full_smoke.csv`` /
-``.md`` with ``--full-smoke``, and prints the table.
+Writes ``benchmarks/results/book_times.csv`` (every measurement), ``book_times.md`` (the reader's
+table the preface includes: the setting in one sentence, then each chapter's seconds) and
+``book_times_cells.md`` (the maintainer's: each chapter's slowest cell and its share of the cell
+timeout); ``book_times_busy.*`` with ``--busy``, ``book_times_full_smoke.*`` with ``--full-smoke``.
+``--report`` times nothing: it rewrites the two .md files from the CSV of an earlier run made with
+the same options.
 
-    python benchmarks/book_times.py [--chapters book/07_training ...] [--busy 1] [--full-smoke]
+    python benchmarks/book_times.py [--chapters book/07_training ...] [--busy 1] [--full-smoke] [--report]
 """
 
 import argparse
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -110,6 +114,95 @@ def config_timeout() -> int:
     return int(yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]["timeout"])
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What was measured, and on what: the mode, the load beside the build, the model cache, the CPU."""
+
+    full_smoke: bool
+    busy: int
+    warm: bool
+    cpus: int
+
+    @property
+    def stem(self) -> str:
+        return "book_times_full_smoke" if self.full_smoke else "book_times_busy" if self.busy else "book_times"
+
+    @property
+    def preparation_step(self) -> str:
+        return "python -m rrid prepare-book" + (" --heads-only" if self.full_smoke else "")
+
+    def describe(self) -> str:
+        """One sentence for the reader: mode, machine, load and model cache."""
+        mode = "Full mode's smoke setting (`RRID_MODE=full RRID_SMOKE=1`)" if self.full_smoke else "Quick mode"
+        load = (f"{self.busy} CPU-bound process{'es' if self.busy > 1 else ''} started beside the build"
+                if self.busy else "no other work started beside the build")
+        cache = ("the model cache built before (warm)" if self.warm
+                 else "an empty model cache (cold, as on a fresh clone)")
+        return f"{mode} on a {self.cpus}-core x86-64 CPU without a GPU, {load}, {cache}."
+
+
+def write_csv(path: Path, preparation: float, rows: list, tests: float | None, timeout: int, step: str) -> None:
+    """Every measurement, the maintainer's detail included (each chapter's slowest cell)."""
+    with atomic_write(path) as f:
+        writer = csv.writer(f)
+        writer.writerow(["chapter", "seconds", "slowest_cell", "slowest_cell_seconds", "share_of_cell_timeout"])
+        writer.writerow(["preparation", f"{preparation:.1f}", step, "", ""])
+        writer.writerows((n, f"{s:.1f}", c, f"{cs:.1f}", f"{cs / timeout:.3f}") for n, s, c, cs in rows)
+        if tests is not None:
+            writer.writerow(["full-mode tests", f"{tests:.1f}", "pytest tests -m full_mode", "", ""])
+
+
+def read_csv(path: Path) -> tuple[float, list, float | None]:
+    """(preparation seconds, chapter rows as ``run`` gives them, full-mode tests seconds or None) of a CSV."""
+    preparation, rows, tests = None, [], None
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["chapter"] == "preparation":
+                preparation = float(row["seconds"])
+            elif row["chapter"] == "full-mode tests":
+                tests = float(row["seconds"])
+            else:
+                rows.append((row["chapter"], float(row["seconds"]), row["slowest_cell"],
+                             float(row["slowest_cell_seconds"])))
+    if preparation is None:
+        raise SystemExit(f"{path}: no 'preparation' row; expected the CSV this script writes")
+    return preparation, rows, tests
+
+
+def title(chapter: str) -> str:
+    """The chapter's title: the first level-1 heading of its first cell."""
+    first = nbformat.read(ROOT / f"{chapter}.ipynb", as_version=4).cells[0].source
+    return next(line[2:] for line in first.splitlines() if line.startswith("# "))
+
+
+def write_reports(out: Path, setting: Setting, preparation: float, rows: list, tests: float | None,
+                  timeout: int) -> None:
+    """``{stem}.md``, the reader's table (the preface includes it: chapter and seconds), and
+    ``{stem}_cells.md``, the maintainer's (each chapter's slowest cell against the cell timeout)."""
+    total = sum(r[1] for r in rows)
+    with atomic_write(out / f"{setting.stem}.md") as f:
+        f.write(f"{setting.describe()}\n\n| chapter | seconds |\n|---|---:|\n")
+        f.write(f"| preparation, once before the chapters (`{setting.preparation_step}`) | {preparation:.0f} |\n")
+        f.writelines(f"| {title(n)} | {s:.0f} |\n" for n, s, *_ in rows)
+        f.write(f"| **whole book** (the chapters) | **{total:.0f}** |\n")
+        if tests is not None:
+            f.write("| the full-mode tests (`pytest tests -m full_mode`: the README's Colab snippet) "
+                    f"| {tests:.0f} |\n")
+        f.write(f"| whole book with the preparation{' and the tests' if tests is not None else ''} "
+                f"| {total + (tests or 0) + preparation:.0f} |\n")
+
+    def code(text: str) -> str:
+        text = text.replace("`", "'").replace("|", "\\|")
+        return f"`{text[:67] + '...' if len(text) > 70 else text}`"
+
+    with atomic_write(out / f"{setting.stem}_cells.md") as f:
+        f.write(f"{setting.describe()} The slowest cell of each chapter, against the build's {timeout} s cell "
+                f"timeout (⚠: over 1/{HEADROOM} of it).\n\n"
+                f"| chapter | its slowest cell | seconds | share of the cell timeout |\n|---|---|---:|---:|\n")
+        f.writelines(f"| {title(n)} | {code(c)} | {cs:.0f} | {cs / timeout:.2f}"
+                     f"{' ⚠' if cs > timeout / HEADROOM else ''} |\n" for n, _, c, cs in rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chapters", nargs="*", help="chapters as in _toc.yml (default: every notebook)")
@@ -118,10 +211,35 @@ def main(argv=None) -> None:
                         help="use the model cache make prepare built instead of an empty one")
     parser.add_argument("--full-smoke", action="store_true",
                         help="time make test-full: full mode with RRID_SMOKE=1, then the full-mode tests")
+    parser.add_argument("--report", action="store_true",
+                        help="time nothing: rewrite the .md tables from the CSV of an earlier run with the "
+                             "same options (--busy, --warm, --full-smoke, --cpus)")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(),
+                        help="cores of the machine measured, for --report (default: this machine's)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    names = args.chapters or [c for c in chapters() if (ROOT / f"{c}.ipynb").is_file()]
+    setting = Setting(args.full_smoke, args.busy, args.warm, args.cpus)
+    out = Path(args.out)
     timeout = config_timeout()
+    if args.report:
+        preparation, rows, tests = read_csv(out / f"{setting.stem}.csv")
+    else:
+        preparation, rows, tests = measure(args, setting, timeout)
+        write_csv(out / f"{setting.stem}.csv", preparation, rows, tests, timeout, setting.preparation_step)
+    write_reports(out, setting, preparation, rows, tests, timeout)
+    total = sum(r[1] for r in rows)
+    print((out / f"{setting.stem}.md").read_text())
+    print(f"{'whole book':30} {total:6.1f} s  ({total / 60:.1f} min; goal: under 8 min, each chapter "
+          f"under 2); with the preparation{' and the tests' if tests is not None else ''} "
+          f"{total + (tests or 0) + preparation:.0f} s")
+    slow = [r for r in rows if r[3] > timeout / HEADROOM]
+    print(f"cells over 1/{HEADROOM} of the {timeout} s cell timeout: "
+          + (", ".join(f"{n} ({cs:.0f} s)" for n, _, _, cs in slow) if slow else "none"))
+
+
+def measure(args, setting: Setting, timeout: int) -> tuple[float, list, float | None]:
+    """Time the preparation, then every chapter (and the full-mode tests with --full-smoke)."""
+    names = args.chapters or [c for c in chapters() if (ROOT / f"{c}.ipynb").is_file()]
     # the Makefile's environment (OMP_WAIT_POLICY included: it must be set before torch starts)
     os.environ.update(RRID_MODE="full" if args.full_smoke else "quick", RRID_SMOKE="1" if args.full_smoke else "0",
                       TQDM_DISABLE="1", RRID_LIVEPLOT="static", MPLBACKEND="Agg", PYTHONHASHSEED="0")
@@ -134,7 +252,7 @@ def main(argv=None) -> None:
             if not args.warm:
                 os.environ["RRID_CACHE"] = cache  # cold: prepare builds everything, as on a fresh clone
             preparation = prepare(*(["--heads-only"] if args.full_smoke else []))
-            print(f"{'preparation':30} {preparation:6.1f} s (python -m rrid prepare-book)", flush=True)
+            print(f"{'preparation':30} {preparation:6.1f} s ({setting.preparation_step})", flush=True)
             for name in names:
                 seconds, cell, cell_seconds = run(name, (ROOT / name).parent, timeout)
                 rows.append((name, seconds, cell, cell_seconds))
@@ -146,47 +264,7 @@ def main(argv=None) -> None:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
-
-    total = sum(r[1] for r in rows)
-    slow = [r for r in rows if r[3] > timeout / HEADROOM]
-    cpus = os.cpu_count()
-    beside = f", {args.busy} CPU-bound process{'es' if args.busy > 1 else ''} beside it" if args.busy else ""
-    stem = "book_times_full_smoke" if args.full_smoke else "book_times_busy" if args.busy else "book_times"
-    mode = "full mode, RRID_SMOKE=1" if args.full_smoke else "quick mode"
-    cache_state = "warm (built by make prepare before)" if args.warm else "cold"
-    out = Path(args.out)
-    with atomic_write(out / f"{stem}.csv") as f:
-        writer = csv.writer(f)
-        writer.writerow(["chapter", "seconds", "slowest_cell", "slowest_cell_seconds", "share_of_cell_timeout"])
-        writer.writerow(["preparation", f"{preparation:.1f}", "python -m rrid prepare-book", "", ""])
-        writer.writerows((n, f"{s:.1f}", c, f"{cs:.1f}", f"{cs / timeout:.3f}") for n, s, c, cs in rows)
-        if tests is not None:
-            writer.writerow(["full-mode tests", f"{tests:.1f}", "pytest tests -m full_mode", "", ""])
-    titles = {n: next(line[2:] for line in nbformat.read(ROOT / f"{n}.ipynb", as_version=4).cells[0].source.splitlines()
-                      if line.startswith("# ")) for n, *_ in rows}
-
-    def code(text: str) -> str:
-        text = text.replace("`", "'").replace("|", "\\|")
-        return f"`{text[:67] + '...' if len(text) > 70 else text}`"
-
-    with atomic_write(out / f"{stem}.md") as f:
-        f.write(f"| chapter | seconds in {mode} ({cpus}-core CPU, {cache_state} model cache{beside}) "
-                f"| its slowest cell | seconds (share of the {timeout} s cell timeout) |\n|---|---:|---|---:|\n")
-        what = "prepare-book --heads-only" if args.full_smoke else "prepare-book"
-        f.write(f"| preparation, once before the chapters (`python -m rrid {what}`) | {preparation:.0f} | | |\n")
-        f.writelines(f"| {titles[n]} | {s:.0f} | {code(c)} | {cs:.0f} ({cs / timeout:.2f}){' ⚠' if cs > timeout / HEADROOM else ''} |\n"
-                     for n, s, c, cs in rows)
-        f.write(f"| **whole book** (the chapters) | **{total:.0f}** | | |\n")
-        if tests is not None:
-            f.write(f"| the full-mode tests (`pytest tests -m full_mode`: the README's Colab snippet) | {tests:.0f} | | |\n")
-            total += tests
-        f.write(f"| whole book with the preparation{' and the tests' if tests is not None else ''} "
-                f"| {total + preparation:.0f} | | |\n")
-    chapters_total = sum(r[1] for r in rows)
-    print(f"{'whole book':30} {chapters_total:6.1f} s  ({chapters_total / 60:.1f} min; goal: under 8 min, each chapter "
-          f"under 2); with the preparation{' and the tests' if tests is not None else ''} {total + preparation:.0f} s")
-    print(f"cells over 1/{HEADROOM} of the {timeout} s cell timeout: "
-          + (", ".join(f"{n} ({cs:.0f} s)" for n, _, _, cs in slow) if slow else "none"))
+    return preparation, rows, tests
 
 
 if __name__ == "__main__":
