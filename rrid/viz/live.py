@@ -7,6 +7,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
+from matplotlib.lines import Line2D
 
 from rrid.callbacks import Callback
 from rrid.viz.style import use_style
@@ -29,6 +30,22 @@ def thin(steps, values, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]
     starts = np.arange(max_points) * n // max_points        # integer arithmetic: every run non-empty
     counts = np.diff(np.append(starts, n))
     return np.add.reduceat(steps, starts) / counts, np.add.reduceat(values, starts) / counts
+
+
+def _lr_label(run: str | None, group: str) -> str:
+    """The legend entry of a parameter group's learning rate: the group's name ("head") after the
+    run's; an unnamed group (``rrid.train`` calls it by its index, "0") by the run's name alone."""
+    named = not group.isdigit()
+    if run is None:
+        return group if named else "_nolegend_"
+    return f"{run}: {group}" if named else run
+
+
+def _legend_below(ax, handles, ncol: int) -> None:
+    """A legend of ``handles`` under ``ax``, below its x label, without a frame."""
+    if handles:
+        ax.legend(handles=handles, frameon=False, fontsize="small", ncol=ncol, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.22))
 
 
 class LivePlot(Callback):
@@ -101,19 +118,28 @@ class LivePlot(Callback):
         use_style()
         if self.fig is not None:
             plt.close(self.fig)
-        fig, (ax_loss, ax_lr, ax_map) = plt.subplots(1, 3, figsize=self.figsize)
         several = len(self.runs) > 1
+        # overlaid runs: the legends go under the axes (taller figure), clear of the curves
+        width, height = self.figsize
+        fig, (ax_loss, ax_lr, ax_map) = plt.subplots(1, 3, figsize=(width, height + (1.0 if several else 0)))
         for r, run in enumerate(self.runs):
             self._draw_run(run, f"C{r}" if several else None, ax_loss, ax_lr, ax_map)
-        small = "small" if several else None
         ax_loss.set(xlabel="step", ylabel="loss", title="L = L_triplet + λ L_CE")
-        ax_loss.legend(frameon=False, fontsize=small)
-        ax_lr.set(xlabel="step", ylabel="learning rate", yscale="log", title="learning rates")
-        if any(run["lr"] for run in self.runs):
-            ax_lr.legend(frameon=False, fontsize=small)
-        if any(run["evals"] for run in self.runs):
-            ax_map.legend(frameon=False, fontsize=small)
+        ax_lr.set(xlabel="step", ylabel="learning rate", yscale="log", title="learning rate")
         ax_map.set(xlabel="step", ylabel="%", title="evaluation")
+        if several:
+            # one colour per run (first column), one line style per loss part (second column)
+            handles = [Line2D([], [], color=f"C{r}", label=run["label"]) for r, run in enumerate(self.runs)]
+            handles += [Line2D([], [], ls="none", label=" ")] * (len(_LOSS_STYLE) - len(handles))
+            handles += [Line2D([], [], color="k", ls=_LOSS_STYLE[key], lw=1, label=key if key != "ce" else "CE")
+                        for key in _LOSS_STYLE]
+            _legend_below(ax_loss, handles, ncol=2)
+            for ax in (ax_lr, ax_map):
+                _legend_below(ax, ax.get_legend_handles_labels()[0], ncol=2)
+        else:
+            for ax in (ax_loss, ax_lr, ax_map):
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(frameon=False)
         fig.tight_layout()
         self.fig = fig
         return fig
@@ -129,7 +155,7 @@ class LivePlot(Callback):
                          lw=1, **style)
         for g, (group, values) in enumerate(run["lr"].items()):
             style = dict(ls="-" if g == 0 else "--", **colour) if several else {}
-            ax_lr.plot(*thin(run["steps"], values, self.max_points), label=name + group, **style)
+            ax_lr.plot(*thin(run["steps"], values, self.max_points), label=_lr_label(run["label"], group), **style)
         if run["evals"]:
             steps, maps, rank1 = zip(*run["evals"])
             ax_map.plot(steps, [100 * m for m in maps], "o-", label=name + "mAP", **colour)

@@ -278,9 +278,9 @@ def seed_strip(values: dict, marks: dict | None = None, ylabel: str = "mAP (%)",
     return fig
 
 
-VERDICT_COLOURS = {AGREES: "C2", SMALLER: "yellowgreen", LARGER: "yellowgreen", CONTRADICTS: "C3",
-                   NO_EFFECT: "C1", CANNOT_TELL: "grey"}
-"""The colour of each ``rrid.stats.verdict`` category in :func:`forest`."""
+VERDICT_COLOURS = {AGREES: "C2", SMALLER: "yellowgreen", LARGER: "C9", CONTRADICTS: "C3",
+                   NO_EFFECT: "C4", CANNOT_TELL: "grey"}
+"""The colour of each ``rrid.stats.verdict`` category in :func:`forest`, one per category."""
 
 
 def forest(ax, comparisons, labels, title):
@@ -290,10 +290,10 @@ def forest(ax, comparisons, labels, title):
     e.g. ``rrid.stats.paired_difference``), ``paper`` (the paper's difference) and ``verdict``
     (``rrid.stats.verdict``), as ``rrid.ablation.comparisons`` and ``block_comparisons`` return
     them; ``labels``: one per comparison. Each interval is drawn with its mean in the colour of its
-    verdict's category (:data:`VERDICT_COLOURS`: green agrees, light green agrees in sign only,
-    red contradicts, orange rules out the paper's size, grey cannot tell; the legend names the
-    categories drawn); the paper's difference is an open diamond; a line marks 0. The legend
-    sits below the axes. Returns ``ax``.
+    verdict's category (:data:`VERDICT_COLOURS`: green agrees, light green agrees in sign and is
+    smaller, light blue agrees in sign and is larger, red contradicts, purple rules out the
+    paper's size, grey cannot tell; the legend names the categories drawn); the paper's
+    difference is an open diamond; a line marks 0. The legend sits below the axes. Returns ``ax``.
     """
     ys, seen = np.arange(len(comparisons))[::-1], set()
     for y, c in zip(ys, comparisons):
