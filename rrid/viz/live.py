@@ -7,6 +7,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
+from matplotlib.transforms import ScaledTranslation
 
 from rrid.callbacks import Callback
 from rrid.viz.style import use_style
@@ -29,6 +30,14 @@ def thin(steps, values, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]
     starts = np.arange(max_points) * n // max_points        # integer arithmetic: every run non-empty
     counts = np.diff(np.append(starts, n))
     return np.add.reduceat(steps, starts) / counts, np.add.reduceat(values, starts) / counts
+
+
+def _legend_below(ax, fontsize=None) -> None:
+    """The legend of ``ax`` in rows of up to three entries half an inch below the axes, clear of the
+    tick labels and the x label, so that no entry is drawn over a curve."""
+    below = ax.transAxes + ScaledTranslation(0, -0.5, ax.figure.dpi_scale_trans)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=3, frameon=False,
+              fontsize=fontsize)
 
 
 class LivePlot(Callback):
@@ -107,12 +116,12 @@ class LivePlot(Callback):
             self._draw_run(run, f"C{r}" if several else None, ax_loss, ax_lr, ax_map)
         small = "small" if several else None
         ax_loss.set(xlabel="step", ylabel="loss", title="L = L_triplet + λ L_CE")
-        ax_loss.legend(frameon=False, fontsize=small)
+        _legend_below(ax_loss, small)
         ax_lr.set(xlabel="step", ylabel="learning rate", yscale="log", title="learning rates")
         if any(run["lr"] for run in self.runs):
-            ax_lr.legend(frameon=False, fontsize=small)
+            _legend_below(ax_lr, small)
         if any(run["evals"] for run in self.runs):
-            ax_map.legend(frameon=False, fontsize=small)
+            _legend_below(ax_map, small)
         ax_map.set(xlabel="step", ylabel="%", title="evaluation")
         fig.tight_layout()
         self.fig = fig
