@@ -479,6 +479,22 @@ def test_liveplot_draws_at_most_max_points_per_curve_and_keeps_every_value():
     assert [list(line.get_xdata()) for line in ax_map.get_lines()] == [[5000], [5000]], "evaluations are not thinned"
 
 
+def test_liveplot_legends_sit_below_their_axes():
+    """No legend entry is drawn over a curve: every panel's legend lies below its axes."""
+    from types import SimpleNamespace
+
+    plot = viz.LivePlot(live=False)
+    for step in range(1, 24):
+        plot.on_step(SimpleNamespace(step=step), _logs(step))
+    plot.on_eval(SimpleNamespace(step=23), {"mAP": 0.5, "rank1": 0.6})
+    plot.on_fit_end(SimpleNamespace(step=23))
+    plot.fig.canvas.draw()
+    for ax in plot.fig.axes:
+        legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert legend.y1 < axes_box.y0, f"the legend of {ax.get_title()!r} sits below the axes"
+    plt.close(plot.fig)
+
+
 def test_thin_splits_into_even_runs_of_consecutive_points():
     from rrid.viz.live import thin
 

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 from matplotlib.lines import Line2D
+from matplotlib.transforms import ScaledTranslation
 
 from rrid.callbacks import Callback
 from rrid.viz.style import use_style
@@ -41,11 +42,13 @@ def _lr_label(run: str | None, group: str) -> str:
     return f"{run}: {group}" if named else run
 
 
-def _legend_below(ax, handles, ncol: int) -> None:
-    """A legend of ``handles`` under ``ax``, below its x label, without a frame."""
+def _legend_below(ax, handles, ncol: int = 3, fontsize=None) -> None:
+    """A legend of ``handles`` in rows of up to ``ncol`` entries half an inch below ``ax``, clear of
+    the tick labels and the x label, without a frame: no entry is drawn over a curve."""
     if handles:
-        ax.legend(handles=handles, frameon=False, fontsize="small", ncol=ncol, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.22))
+        below = ax.transAxes + ScaledTranslation(0, -0.5, ax.figure.dpi_scale_trans)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below,
+                  ncol=ncol, frameon=False, fontsize=fontsize)
 
 
 class LivePlot(Callback):
@@ -119,9 +122,9 @@ class LivePlot(Callback):
         if self.fig is not None:
             plt.close(self.fig)
         several = len(self.runs) > 1
-        # overlaid runs: the legends go under the axes (taller figure), clear of the curves
+        # the legends go under the axes (a taller figure), clear of the curves
         width, height = self.figsize
-        fig, (ax_loss, ax_lr, ax_map) = plt.subplots(1, 3, figsize=(width, height + (1.0 if several else 0)))
+        fig, (ax_loss, ax_lr, ax_map) = plt.subplots(1, 3, figsize=(width, height + (1.0 if several else 0.6)))
         for r, run in enumerate(self.runs):
             self._draw_run(run, f"C{r}" if several else None, ax_loss, ax_lr, ax_map)
         ax_loss.set(xlabel="step", ylabel="loss", title="L = L_triplet + λ L_CE")
@@ -133,13 +136,12 @@ class LivePlot(Callback):
             handles += [Line2D([], [], ls="none", label=" ")] * (len(_LOSS_STYLE) - len(handles))
             handles += [Line2D([], [], color="k", ls=_LOSS_STYLE[key], lw=1, label=key if key != "ce" else "CE")
                         for key in _LOSS_STYLE]
-            _legend_below(ax_loss, handles, ncol=2)
+            _legend_below(ax_loss, handles, ncol=2, fontsize="small")
             for ax in (ax_lr, ax_map):
-                _legend_below(ax, ax.get_legend_handles_labels()[0], ncol=2)
+                _legend_below(ax, ax.get_legend_handles_labels()[0], ncol=2, fontsize="small")
         else:
             for ax in (ax_loss, ax_lr, ax_map):
-                if ax.get_legend_handles_labels()[0]:
-                    ax.legend(frameon=False)
+                _legend_below(ax, ax.get_legend_handles_labels()[0])
         fig.tight_layout()
         self.fig = fig
         return fig
