@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -323,21 +324,94 @@ LISTING_WIDTH = 88
 """Columns of a listing :func:`show` prints (the page shows about 88; the package's lines go to 120)."""
 
 
-def fit_listing(source: str, width: int = LISTING_WIDTH) -> str:
-    """``source`` with every line longer than ``width`` broken at spaces into lines that fit,
-    continued four columns deeper than the line began (a comment continues as a comment below it),
-    so that a listing reads on the page instead of wrapping back to column 0. A word longer than
-    the line is left whole. The words, in order, are the source's."""
-    lines = []
-    for line in source.splitlines():
-        if len(line) <= width:
-            lines.append(line)
+def fit_listing(source: str, width: int = LISTING_WIDTH, prose: bool = False) -> str:
+    """``source`` fitted to ``width`` columns, so that a listing reads on the page instead of
+    wrapping back to column 0. The words, in order, are the source's; short text is untouched.
+
+    A paragraph of a docstring or a comment (``prose``: of the whole text, a docstring printed
+    on its own) with a line too long is filled again, its continuation lines at the paragraph's
+    indentation (a bullet's text, a comment's ``#``). Another long line is broken at spaces and
+    continued under its second column where it has one (``name    text``, ``key: 1   # note``),
+    else four columns deeper. A word longer than the line is left whole."""
+    lines = source.splitlines()
+    inside = _inside_docstring(lines)
+    out, i = [], 0
+    while i < len(lines):
+        start = _paragraph_start(lines[i], prose or inside[i] or _is_comment(lines[i]), width)
+        if start is None:
+            out += _break_line(lines[i], width)
+            i += 1
             continue
-        indent = line[:len(line) - len(line.lstrip())]
-        more = indent + ("# " if line.lstrip().startswith("#") else "    ")
-        lines += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=more,
-                               break_long_words=False, break_on_hyphens=False)
-    return "\n".join(lines) + ("\n" if source.endswith("\n") else "")
+        first, more = start
+        j = i + 1
+        while j < len(lines) and (prose or inside[j] == inside[i]) and _continues(lines[j - 1], lines[j], more):
+            j += 1
+        if max(len(line) for line in lines[i:j]) <= width:
+            out += lines[i:j]
+        else:
+            words = " ".join([lines[i][len(first):]] + [line[len(more):] for line in lines[i + 1:j]])
+            out += textwrap.wrap(words, width, initial_indent=first, subsequent_indent=more,
+                                 break_long_words=False, break_on_hyphens=False)
+        i = j
+    return "\n".join(out) + ("\n" if source.endswith("\n") else "")
+
+
+def _inside_docstring(lines: list[str]) -> list[bool]:
+    """Whether each line is prose of a triple-quoted string: it starts inside one, or opens one."""
+    inside, flags = False, []
+    for line in lines:
+        flags.append(inside or line.lstrip().startswith(('"""', 'r"""')))
+        inside ^= line.count('"""') % 2 == 1
+    return flags
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
+
+
+_LEAD = re.compile(r'(\s*(?:r?"""|#+)?\s*)((?:[*-]|\d+[.)])\s+)?')
+_ALIGNED = re.compile(r"\S(\s{2,})(\S)")           # a second column: text after two or more spaces
+
+
+def _paragraph_start(line: str, prose: bool, width: int):
+    """(prefix of the first line, prefix of its continuation lines) of a paragraph that starts with
+    ``line``: prose (a bullet's text continues under the text), an item in columns (``name   text``,
+    continued under the text), or code with a comment in a second column (continued as a comment
+    there); None for a line that is none of these, or blank."""
+    column = _ALIGNED.search(line)
+    if column and column.start(2) < width - 16:
+        at = column.start(2)
+        mark = "# " if line.startswith("# ", at) else ""
+        return (line[:at] + mark, " " * at + mark) if prose or mark else None
+    if not prose or not line.strip():
+        return None
+    lead, bullet = _LEAD.match(line).groups()
+    first = lead + (bullet or "")
+    if not line[len(first):].strip():
+        return None
+    more = lead if _is_comment(line) else " " * len(lead.replace('r"""', "").replace('"""', ""))
+    return first, more + " " * len(bullet or "")
+
+
+def _continues(previous: str, line: str, more: str) -> bool:
+    """Whether ``line`` goes on with the paragraph whose continuation prefix is ``more``."""
+    text = line[len(more):]
+    return (line.startswith(more) and text[:1] not in ("", " ") and not previous.rstrip().endswith((":", '"""'))
+            and _LEAD.match(text).group(2) is None and not _ALIGNED.search(text)
+            and not text.startswith((">>>", '"""', "#")))
+
+
+def _break_line(line: str, width: int) -> list[str]:
+    """A line longer than ``width`` broken at spaces, continued under its second column, if any."""
+    if len(line) <= width:
+        return [line]
+    indent = line[:len(line) - len(line.lstrip())]
+    more = indent + ("# " if _is_comment(line) else "    ")
+    column = _ALIGNED.search(line)
+    if column and column.start(2) < width - 16:
+        more = " " * column.start(2) + ("# " if line[column.start(2)] == "#" else "")
+    return textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=more,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def show(obj):

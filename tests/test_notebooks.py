@@ -334,3 +334,34 @@ def _words(text):
 def test_a_word_longer_than_the_page_is_left_whole():
     word = "x" * 100
     assert book.fit_listing(f"    {word} = 1\n") == f"    {word}\n        = 1\n"
+
+
+def test_a_docstring_paragraph_is_filled_again_and_items_in_columns_continue_under_their_text():
+    long = "word " * 30
+    source = ('def f():\n'
+              '    """Summary.\n\n'
+              f'    {long.strip()}\n'
+              '    short second line.\n\n'
+              f'    name      {long.strip()}\n'
+              '              more of the item\n'
+              f'    * a bullet {long.strip()}\n'
+              '    """\n'
+              f'    x = 1                 # {long.strip()}\n')
+    lines = book.fit_listing(source).splitlines()
+    assert max(map(len, lines)) <= book.LISTING_WIDTH and _words("\n".join(lines)) == _words(source)
+    paragraph = lines[3:lines.index("", 3)]
+    assert len(paragraph) == 2 and paragraph[-1].endswith("word short second line."), paragraph
+    item = [line for line in lines if line.startswith("    name")] + [
+        line for line in lines if line.startswith(" " * 14) and not line.lstrip().startswith("#")]
+    assert len(item) >= 3 and item[-1].endswith("more of the item"), item
+    bullet = lines.index(next(line for line in lines if line.startswith("    * a bullet")))
+    assert lines[bullet + 1].startswith("      word"), lines[bullet:bullet + 2]
+    comment = [line for line in lines if line.lstrip().startswith("#")]
+    assert comment and all(line.startswith(" " * 26 + "# ") for line in comment), comment
+
+
+def test_printed_prose_fills_every_paragraph():
+    text = ("first " * 20).strip() + "\nsecond line\n\n" + "* item " + ("text " * 20).strip() + "\n"
+    lines = book.fit_listing(text, prose=True).splitlines()
+    assert lines[1].endswith("second line") and lines[3].startswith("* item") and lines[4].startswith("  text")
+    assert max(map(len, lines)) <= book.LISTING_WIDTH
