@@ -178,18 +178,21 @@ def title(chapter: str) -> str:
 def write_reports(out: Path, setting: Setting, preparation: float, rows: list, tests: float | None,
                   timeout: int) -> None:
     """``{stem}.md``, the reader's table (the preface includes it: chapter and seconds), and
-    ``{stem}_cells.md``, the maintainer's (each chapter's slowest cell against the cell timeout)."""
-    total = sum(r[1] for r in rows)
+    ``{stem}_cells.md``, the maintainer's (each chapter's slowest cell against the cell timeout).
+    Every figure is rounded to a second first, and the totals add the rounded figures, so that
+    the table adds up as the reader checks it."""
+    preparation, tests = round(preparation), None if tests is None else round(tests)
+    total = sum(round(r[1]) for r in rows)
     with atomic_write(out / f"{setting.stem}.md") as f:
         f.write(f"{setting.describe()}\n\n| chapter | seconds |\n|---|---:|\n")
-        f.write(f"| preparation, once before the chapters (`{setting.preparation_step}`) | {preparation:.0f} |\n")
-        f.writelines(f"| {title(n)} | {s:.0f} |\n" for n, s, *_ in rows)
-        f.write(f"| **whole book** (the chapters) | **{total:.0f}** |\n")
+        f.write(f"| preparation, once before the chapters (`{setting.preparation_step}`) | {preparation} |\n")
+        f.writelines(f"| {title(n)} | {round(s)} |\n" for n, s, *_ in rows)
+        f.write(f"| **whole book** (the chapters) | **{total}** |\n")
         if tests is not None:
             f.write("| the full-mode tests (`pytest tests -m full_mode`: the README's Colab snippet) "
-                    f"| {tests:.0f} |\n")
+                    f"| {tests} |\n")
         f.write(f"| whole book with the preparation{' and the tests' if tests is not None else ''} "
-                f"| {total + (tests or 0) + preparation:.0f} |\n")
+                f"| {total + (tests or 0) + preparation} |\n")
 
     def code(text: str) -> str:
         text = text.replace("`", "'").replace("|", "\\|")
