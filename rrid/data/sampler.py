@@ -8,9 +8,10 @@ Two epoch lengths:
   (sampled with replacement when the identity has fewer than K images). An epoch is
   |train| / P batches of P K images, about K = 4 times a "see every image once" epoch.
   The authors' code runs the paper's schedule (80 epochs, lr decay at 40 and 60) on these
-  long epochs: about 65,000 iterations on Market-1501; with "once" epochs the same schedule
-  would train four times shorter (the book's chapters on losses and on the paper vs. the
-  authors' code count it).
+  long epochs: about 65,000 iterations on all of Market-1501's training set (751
+  identities, 12,936 images); with "once" epochs the same schedule would train four
+  times shorter (the book's chapters on losses and on the paper vs. the authors' code
+  count it).
 * ``"once"``, as torchreid's identity sampler: each identity's images are shuffled and cut
   into chunks of K (the last one filled up with repeats), and batches take one chunk
   from each of P random identities; about |train| / (P K) batches, each image about once.

@@ -62,7 +62,7 @@ def activation_maps(model, image_tensor, image_for_display=None, num_stripes: in
       which is *not* the cell GMP picks (GMP picks one cell per channel);
     * a circle on the cell that holds the maxima of the most channels of p_i
       (:func:`rrid.explain.gmp_holders`): the cell GMP reads most often. The title gives, per
-      stripe, that cell's share of the stripe's channels.
+      stripe from top to bottom, that cell's share of the stripe's channels.
 
     The two marks sit on the same cell only where one cell dominates both. This is a picture of
     the backbone, not the paper's Fig. 6 (per-part maps of R_p): see
@@ -74,7 +74,8 @@ def activation_maps(model, image_tensor, image_for_display=None, num_stripes: in
     h, w = act.shape
     img = as_rgb(image_tensor if image_for_display is None else image_for_display)
     H, W = img.shape[:2]
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(4.4, 4.8))
+    # constrained layout: the title sits just above the panels, with no band between
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(4.4, 4.3), layout="constrained")
     ax0.imshow(img)
     ax0.set_title("image")
     ax1.imshow(img)
@@ -87,13 +88,12 @@ def activation_maps(model, image_tensor, image_for_display=None, num_stripes: in
     ax1.legend(handles=[Line2D([], [], marker="*", ls="", color="w", mec="black", ms=10, label="peak of the sum"),
                         Line2D([], [], marker="o", ls="", mfc="none", mec="black", ms=10,
                                label="most channel maxima (GMP)")],
-               loc="upper center", bbox_to_anchor=(0.0, -0.02), fontsize="x-small", frameon=False)
-    fig.suptitle("share of channels held by the circled cell: "
-                 + " ".join(f"{100 * s:.0f}%" for s in marks.shares), fontsize="x-small")
+               loc="upper center", bbox_to_anchor=(-0.05, -0.02), fontsize="small", frameon=False)
+    fig.suptitle("share of channels held by the circled cell,\nstripes 1 to 6: "
+                 + " ".join(f"{100 * s:.0f}%" for s in marks.shares), fontsize="medium")
     for ax in (ax0, ax1):
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
     return fig
 
 
