@@ -457,14 +457,20 @@ def test_liveplot_redraws_at_most_once_per_interval(monkeypatch):
     assert plot.fig is not None and len(plot.fig.axes) == 3
 
 
-def test_liveplot_draws_at_most_max_points_per_curve_and_keeps_every_value():
+def _finished_plot(steps: int):
+    """A static LivePlot after ``steps`` logged steps, one evaluation at the end and the run's end."""
     from types import SimpleNamespace
 
     plot = viz.LivePlot(live=False)
-    for step in range(1, 5001):
+    for step in range(1, steps + 1):
         plot.on_step(SimpleNamespace(step=step), _logs(step))
-    plot.on_eval(SimpleNamespace(step=5000), {"mAP": 0.5, "rank1": 0.6})
-    plot.on_fit_end(SimpleNamespace(step=5000))
+    plot.on_eval(SimpleNamespace(step=steps), {"mAP": 0.5, "rank1": 0.6})
+    plot.on_fit_end(SimpleNamespace(step=steps))
+    return plot
+
+
+def test_liveplot_draws_at_most_max_points_per_curve_and_keeps_every_value():
+    plot = _finished_plot(5000)
     assert len(plot.steps) == len(plot.parts["triplet"]) == len(plot.lr["head"]) == 5000, "all values recorded"
     ax_loss, ax_lr, ax_map = plot.fig.axes
     lines = {line.get_label(): line for line in ax_loss.get_lines() + ax_lr.get_lines()}
@@ -481,13 +487,7 @@ def test_liveplot_draws_at_most_max_points_per_curve_and_keeps_every_value():
 
 def test_liveplot_legends_sit_below_their_axes():
     """No legend entry is drawn over a curve: every panel's legend lies below its axes."""
-    from types import SimpleNamespace
-
-    plot = viz.LivePlot(live=False)
-    for step in range(1, 24):
-        plot.on_step(SimpleNamespace(step=step), _logs(step))
-    plot.on_eval(SimpleNamespace(step=23), {"mAP": 0.5, "rank1": 0.6})
-    plot.on_fit_end(SimpleNamespace(step=23))
+    plot = _finished_plot(23)
     plot.fig.canvas.draw()
     for ax in plot.fig.axes:
         legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()

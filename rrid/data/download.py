@@ -131,6 +131,20 @@ def _already_there(dest: Path, part: Path, sha256: str | None, md5: str | None) 
         return False
 
 
+def _verified_into_place(part: Path, dest: Path, sha256: str | None, md5: str | None, what: str,
+                         hint: str) -> Path:
+    """Rename the finished download ``part`` to ``dest`` once it matches its checksum; a file that
+    does not is deleted, and the ChecksumError names ``what`` and the ``hint``."""
+    try:
+        verify_checksum(part, sha256, md5)
+    except ChecksumError as e:
+        part.unlink()
+        raise ChecksumError(f"{what} is not the expected one ({str(e).replace(f'{part}: ', '')}); "
+                            f"it was deleted: {hint}") from None
+    os.replace(part, dest)
+    return dest
+
+
 def download(url: str, dest, sha256: str | None = None, md5: str | None = None, resume: bool = True, *,
              timeout: float | tuple[float, float] = TIMEOUT, retries: int = RETRIES, backoff: float = BACKOFF,
              max_bytes: int | None = None, progress: bool | None = None) -> Path:
@@ -159,14 +173,7 @@ def download(url: str, dest, sha256: str | None = None, md5: str | None = None, 
         _fetch(url, part, connect, read, retries, backoff, max_bytes, progress)
     else:
         raise DownloadError(f"cannot download {url}: only http://, https:// and file:// URLs are supported")
-    try:
-        verify_checksum(part, sha256, md5)
-    except ChecksumError as e:
-        part.unlink()
-        raise ChecksumError(f"the file downloaded from {url} is not the expected one "
-                            f"({str(e).replace(f'{part}: ', '')}); it was deleted: check the URL") from None
-    os.replace(part, dest)
-    return dest
+    return _verified_into_place(part, dest, sha256, md5, f"the file downloaded from {url}", "check the URL")
 
 
 def _copy_file_url(url: str, part: Path) -> None:
@@ -719,14 +726,7 @@ def download_drive(file_id: str, dest, md5: str | None = None, sha256: str | Non
         raise DownloadError(f"cannot download {shown} (Google Drive file {file_id}): {cause}; check that the file is "
                             "shared with \"anyone with the link\", or try again later (Drive limits how often a "
                             "file is downloaded)")
-    try:
-        verify_checksum(part, sha256, md5)
-    except ChecksumError as e:
-        part.unlink()
-        raise ChecksumError(f"the file downloaded from {shown} is not the expected one "
-                            f"({str(e).replace(f'{part}: ', '')}); it was deleted: check the link") from None
-    os.replace(part, dest)
-    return dest
+    return _verified_into_place(part, dest, sha256, md5, f"the file downloaded from {shown}", "check the link")
 
 
 # ----------------------------------------------------------------------------- the data sets
