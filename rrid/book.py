@@ -373,14 +373,20 @@ _LEAD = re.compile(r'(\s*(?:r?"""|#+)?\s*)((?:[*-]|\d+[.)])\s+)?')
 _ALIGNED = re.compile(r"\S(\s{2,})(\S)")           # a second column: text after two or more spaces
 
 
+def _second_column(line: str, width: int) -> int | None:
+    """Where ``line``'s second column (text after two or more spaces) starts, when that leaves
+    room to continue under it (16 columns at least); else None."""
+    column = _ALIGNED.search(line)
+    return column.start(2) if column and column.start(2) < width - 16 else None
+
+
 def _paragraph_start(line: str, prose: bool, width: int):
     """(prefix of the first line, prefix of its continuation lines) of a paragraph that starts with
     ``line``: prose (a bullet's text continues under the text), an item in columns (``name   text``,
     continued under the text), or code with a comment in a second column (continued as a comment
     there); None for a line that is none of these, or blank."""
-    column = _ALIGNED.search(line)
-    if column and column.start(2) < width - 16:
-        at = column.start(2)
+    at = _second_column(line, width)
+    if at is not None:
         mark = "# " if line.startswith("# ", at) else ""
         return (line[:at] + mark, " " * at + mark) if prose or mark else None
     if not prose or not line.strip():
@@ -407,9 +413,9 @@ def _break_line(line: str, width: int) -> list[str]:
         return [line]
     indent = line[:len(line) - len(line.lstrip())]
     more = indent + ("# " if _is_comment(line) else "    ")
-    column = _ALIGNED.search(line)
-    if column and column.start(2) < width - 16:
-        more = " " * column.start(2) + ("# " if line[column.start(2)] == "#" else "")
+    at = _second_column(line, width)
+    if at is not None:
+        more = " " * at + ("# " if line[at] == "#" else "")
     return textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=more,
                          break_long_words=False, break_on_hyphens=False)
 
