@@ -21,6 +21,13 @@ export RRID_LIVEPLOT ?= static
 # (benchmarks/contention.py); read once when torch loads, so it is set for every process here
 export OMP_WAIT_POLICY ?= PASSIVE
 
+# The chapters' temp folders: each run of the chapters (book build, nbval) gets an empty TMPDIR of its
+# own, and a file left in it afterwards fails the run. A chapter removes what it writes there (once,
+# chapter 7 left 650 MB in /tmp at every run, until the disk of the CI machine filled up).
+SCRATCH := _build/tmp
+no_leftovers = test -z "$$(ls -A $(SCRATCH)/$(1))" || { echo "error: the chapters left files in their \
+temp folder $(SCRATCH)/$(1) (a chapter must remove what it writes there):"; ls -A $(SCRATCH)/$(1); exit 1; }
+
 .PHONY: venv mathjax prepare prepare-heads prepare-quick book test test-quick test-full test-serial unit nbval html chromium clean
 
 venv: $(VENV)/.installed
@@ -46,7 +53,9 @@ prepare-quick: venv
 	$(PY) -m rrid prepare-book --quick-only
 
 book: venv mathjax prepare
-	$(VENV)/bin/jupyter-book build --all .
+	@rm -rf $(SCRATCH)/book && mkdir -p $(SCRATCH)/book
+	TMPDIR=$(CURDIR)/$(SCRATCH)/book $(VENV)/bin/jupyter-book build --all .
+	@$(call no_leftovers,book)
 
 # MathJax for the book's equations, served from the build so that pages typeset offline: npm's
 # mathjax package (pinned), unpacked into the git-ignored .mathjax/mathjax, which _config.yml copies
@@ -85,14 +94,19 @@ unit: venv chromium mathjax
 # every chapter under nbval in quick mode (make test checks quick mode through the book build instead,
 # which executes every chapter and fails on an error)
 nbval: venv prepare
-	$(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
+	@rm -rf $(SCRATCH)/nbval && mkdir -p $(SCRATCH)/nbval
+	TMPDIR=$(CURDIR)/$(SCRATCH)/nbval $(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
+	@$(call no_leftovers,nbval)
 
 # Full mode on the CPU (rrid.book.smoke): every chapter under nbval with RRID_MODE=full RRID_SMOKE=1,
 # then the README's Colab snippet (tests marked full_mode). The chapters read the head-only models
 # that prepare-heads builds (seconds when make test built them before).
 test-full: venv prepare-heads
 	@echo "make test-full: every chapter under nbval in full mode's smoke setting, then the README's Colab snippet"
-	RRID_MODE=full RRID_SMOKE=1 $(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
+	@rm -rf $(SCRATCH)/full && mkdir -p $(SCRATCH)/full
+	TMPDIR=$(CURDIR)/$(SCRATCH)/full RRID_MODE=full RRID_SMOKE=1 \
+	  $(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
+	@$(call no_leftovers,full)
 	RRID_MODE=full RRID_SMOKE=1 $(PY) -m pytest -q -p no:randomly tests -m full_mode
 
 html: book chromium

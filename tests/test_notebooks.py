@@ -80,6 +80,20 @@ def test_no_code_line_is_longer_than_88_columns():
         f"{stem} {len(lines)}" for stem, lines in over.items() if lines)
 
 
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_a_chapter_removes_the_temp_folders_it_makes(path):
+    """A folder a chapter makes in the temp folder is removed by the chapter: in a ``with`` block, or
+    by a later cell's ``.cleanup()`` of its TemporaryDirectory (nbval kills the kernel, so no
+    finalizer runs). make book and make test-full check the same at run time (no_leftovers)."""
+    code = "\n".join("".join(c["source"]) for c in load(path)["cells"] if c["cell_type"] == "code")
+    assert "mkdtemp(" not in code, f"{path.name}: tempfile.mkdtemp is never removed; use TemporaryDirectory"
+    kept = re.findall(r"^\s*(\w+) = tempfile\.TemporaryDirectory\(", code, flags=re.M)
+    for name in kept:
+        assert code.count(f"{name}.cleanup()") == 1, f"{path.name}: no cell calls {name}.cleanup()"
+    assert code.count("tempfile.TemporaryDirectory(") == len(kept) + len(
+        re.findall(r"with tempfile\.TemporaryDirectory\(", code)), f"{path.name}: a temp folder without a name"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_committed_stripped(path):
     nb = load(path)
