@@ -24,7 +24,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import IO, Any, Iterator, Mapping, Optional
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ from rrid.errors import CheckpointError, ConfigError, state_dict_mismatch
 from rrid.files import atomic_path, atomic_write, describe_write_error
 from rrid.model import RRID
 
-__all__ = ["CHECKPOINT_FORMAT", "MAX_CLASSES", "model_payload", "tensor_checksums", "save_checkpoint",
+__all__ = ["CHECKPOINT_FORMAT", "MAX_CLASSES", "model_payload", "tensor_checksums", "torch_save", "save_checkpoint",
            "copy_checkpoint", "load_checkpoint", "load_weights", "checkpoint_config", "load_model"]
 
 CHECKPOINT_FORMAT = 2                   # 2: with "checksums" and "best_step"
@@ -110,6 +110,21 @@ def _write_failed(err: BaseException, path: Path) -> None:
                           f"unchanged; {todo} (or choose another folder) and continue with --resume") from err
 
 
+def torch_save(obj: Any, f: IO[bytes]) -> None:
+    """``torch.save(obj, f)``, with a Ctrl-C during the write kept a ``KeyboardInterrupt``.
+
+    torch writes through ``f.write`` and turns an exception raised there into a ``RuntimeError``
+    ("unexpected pos ..."), which would read as a failed write (a full disk) instead of an
+    interrupt: the run would stop with a wrong message and the wrong exit code.
+    """
+    try:
+        torch.save(obj, f)
+    except RuntimeError as err:
+        if isinstance(err.__context__, KeyboardInterrupt):
+            raise err.__context__ from None
+        raise
+
+
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
 
@@ -121,7 +136,7 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     payload = {**payload, "checksums": tensor_checksums(payload)}
     try:
         with atomic_write(path, "wb") as f:
-            torch.save(payload, f)
+            torch_save(payload, f)
     except (OSError, RuntimeError) as err:
         _write_failed(err, path)
         raise

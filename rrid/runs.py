@@ -35,7 +35,8 @@ from typing import Iterator, Optional
 import torch
 
 from rrid import runtime
-from rrid.checkpoint import checkpoint_config, copy_checkpoint, load_checkpoint, save_checkpoint, tensor_checksums
+from rrid.checkpoint import (checkpoint_config, copy_checkpoint, load_checkpoint, save_checkpoint, tensor_checksums,
+                             torch_save)
 from rrid.config import ConfigError, ExperimentConfig, config_diff, load_config, save_config
 from rrid.errors import CheckpointError, RunFolderError, UserError
 from rrid.files import atomic_write, lock_folder, remove_stale_temps
@@ -223,7 +224,7 @@ class Mirror:
             best = load_checkpoint(run.best)
             weights = {k: best[k] for k in ("format", "model", "num_classes", "config", "step", "best_map") if k in best}
             buffer = io.BytesIO()
-            torch.save({**weights, "checksums": tensor_checksums(weights)}, buffer)
+            torch_save({**weights, "checksums": tensor_checksums(weights)}, buffer)
             files["best.pt"] = write_in_place(buffer.getvalue(), self.folder / "best.pt")
         manifest = {"step": step, "files": files}
         write_in_place(json.dumps(manifest, indent=1).encode(), self.folder / self.MANIFEST)

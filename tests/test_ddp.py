@@ -42,7 +42,8 @@ def free_port() -> int:
 
 def torchrun(out: Path, sets: list[str], *extra: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "rrid", "train", "--config", str(QUICK), "--out", str(out), *extra]
+           f"--master_port={free_port()}", f"--log-dir={out.parent / 'torchelastic'}",  # not a folder in /tmp
+           "-m", "rrid", "train", "--config", str(QUICK), "--out", str(out), *extra]
     for item in sets:
         cmd += ["--set", item]
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}

@@ -312,6 +312,43 @@ def test_a_full_disk_while_saving_names_the_checkpoint(tmp_path, data, monkeypat
         save_checkpoint({"model": {}}, tmp_path / "y.pt")
 
 
+def test_ctrl_c_while_a_checkpoint_is_written_is_an_interrupt_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """torch.save turns a KeyboardInterrupt raised in f.write into a RuntimeError ("unexpected pos");
+    save_checkpoint gives the interrupt back, so Ctrl-C is not reported as a full disk."""
+    import contextlib
+
+    import rrid.checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.zeros(3)}, "step": 1}, path)
+    before = path.read_bytes()
+    real = rrid.checkpoint.atomic_write
+
+    class CtrlC:                                     # Ctrl-C arrives during the third write
+        def __init__(self, f):
+            self.f, self.calls = f, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    @contextlib.contextmanager
+    def interrupted(target, mode):
+        with real(target, mode) as f:
+            yield CtrlC(f)
+
+    monkeypatch.setattr(rrid.checkpoint, "atomic_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {"w": torch.ones(1000, 100)}, "step": 2}, path)
+    assert path.read_bytes() == before                          # the old checkpoint, untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # and no temp file left
+
+
 def test_a_bug_still_shows_its_traceback(tmp_path, data, monkeypatch):
     import rrid.train
 
