@@ -202,6 +202,23 @@ def scrolling_blocks(page) -> list[str]:
     return page.evaluate(SCROLLING, OTHER_BLOCKS) + page.evaluate(PAGE_WIDER_THAN_WINDOW)
 
 
+# Printed text centred by the figure around it (a figure's caption and images may be centred; a
+# cell's printed lines and the widgets' notes read from the left).
+CENTRED_TEXT = """() => {
+    const found = [];
+    for (const el of document.querySelectorAll('div.cell_output pre, .rrid-interact p')) {
+        if (getComputedStyle(el).textAlign !== 'center' || !el.checkVisibility()) continue;
+        found.push('centred printed text: ' + JSON.stringify(el.innerText.trim().slice(0, 80)));
+    }
+    return found;
+}"""
+
+
+def centred_text(page) -> list[str]:
+    """A cell's printed output or a widget's note that the page centres (a figure around it)."""
+    return page.evaluate(CENTRED_TEXT)
+
+
 LINE_LIMIT = 88  # columns of a notebook's code (the project's standard)
 
 

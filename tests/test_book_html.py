@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from page_checks import (chromium_flags, external_resources, global_figure_numbers, open_offline,
-                         raw_tex, scrolling_blocks, scrolling_code_cells, text_tables)
+from page_checks import (centred_text, chromium_flags, external_resources, global_figure_numbers,
+                         open_offline, raw_tex, scrolling_blocks, scrolling_code_cells, text_tables)
 from rrid.book import chapters
 from rrid.paths import market_mini
 
@@ -218,10 +218,10 @@ def test_page_has_real_tables_chapter_figure_numbers_and_no_remote_files(chapter
 
 
 @pytest.mark.parametrize("chapter", chapters())
-def test_page_typesets_its_math_offline_and_no_output_scrolls_sideways(chapter, browser, html_dir):
+def test_page_typesets_its_math_offline_and_no_output_scrolls_or_is_centred(chapter, browser, html_dir):
     page, refused = open_offline(browser, html_dir / f"{chapter}.html")
     problems = [f"a request to another host: {url}" for url in refused]
-    problems += raw_tex(page) + scrolling_blocks(page)
+    problems += raw_tex(page) + scrolling_blocks(page) + centred_text(page)
     page.close()
     assert not problems, f"{chapter}:\n" + "\n".join(problems)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from page_checks import (external_resources, global_figure_numbers, open_offline, raw_tex, scrolling_blocks,
-                         scrolling_code_cells, text_tables)
+from page_checks import (centred_text, external_resources, global_figure_numbers, open_offline, raw_tex,
+                         scrolling_blocks, scrolling_code_cells, text_tables)
 
 ROOT = Path(__file__).resolve().parents[1]
 MATHJAX = ROOT / ".mathjax" / "mathjax" / "tex-mml-chtml.js"  # `make mathjax`
@@ -177,3 +177,23 @@ def test_scrolling_checks_find_a_long_code_line_an_unwrapped_output_and_a_wide_p
     opened.close()
     assert len(problems) == 2, problems
     assert "a cell output scrolls" in problems[0] and "the page scrolls" in problems[1]
+
+
+# ---- printed text in a centred figure -----------------------------------------------------------
+
+def in_figure(body: str) -> str:
+    """``body`` as a cell's output inside a figure that centres its content, as the book's do."""
+    return f"<figure style='text-align: center'><div class='cell_output'>{body}</div></figure>"
+
+
+def test_centred_text_finds_centred_printed_lines_and_passes_the_widgets(browser, tmp_path, monkeypatch):
+    from rrid import viz
+
+    monkeypatch.setenv("RRID_LIVEPLOT", "static")           # the static book's widgets
+    manual = viz.interact(lambda n=1: print("row", n), manual=True, n=[1, 2]).html
+    panels = viz.interact(lambda n=1: print("row", n), n=[1, 2]).html
+    centred = in_figure("<div class='output stream'><pre>row 5, seed 5: mAP 81.10 %</pre></div>")
+    opened, _ = open_offline(browser, write(tmp_path, "centred.html", page(centred + in_figure(manual + panels))))
+    problems = centred_text(opened)
+    opened.close()
+    assert len(problems) == 1 and "row 5, seed 5" in problems[0], problems     # only the bare output

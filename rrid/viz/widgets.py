@@ -214,7 +214,7 @@ class StaticInteract:
         if not self.panels:
             where = "; ".join(c.words() for c in controls)
             default = ", ".join(f"{c.label} = {_fmt(c.default)}" for c in controls)
-            return (f'<div class="rrid-interact rrid-static" id="{uid}">'
+            return (f'<div class="rrid-interact rrid-static" id="{uid}" style="{_ROOT_STYLE}">'
                     f'<p class="rrid-interact-note" style="{_NOTE_STYLE}"><strong>Interactive in Jupyter or '
                     f'Colab:</strong> {html.escape(where)}. The static page shows the default '
                     f'({html.escape(default)}).</p>{outputs[0]}</div>')
@@ -241,7 +241,7 @@ class StaticInteract:
             panels.append(f'<div class="rrid-panel rrid-panel-{key}" data-values="{html.escape(values)}">'
                           f"{output}</div>")
         style = "\n".join(rules + [f"#{uid} {sel}{{{css}}}" for sel, css in _STATIC_CSS])
-        return (f'<div class="rrid-interact" id="{uid}"><style>{style}</style>{"".join(radios)}'
+        return (f'<div class="rrid-interact" id="{uid}" style="{_ROOT_STYLE}"><style>{style}</style>{"".join(radios)}'
                 f'<div class="rrid-controls">{"".join(groups)}</div>'
                 f'<div class="rrid-panels">{"".join(panels)}</div></div>')
 
@@ -262,6 +262,7 @@ _STATIC_CSS = [
     (".rrid-panel img", "max-width:100%"),
 ]
 _CHECKED_STYLE = "background:var(--pst-color-primary,#1f77b4);border-color:var(--pst-color-primary,#1f77b4);color:#fff"
+_ROOT_STYLE = "text-align:left"     # in a centred figure too: the note and printed lines read from the left
 _NOTE_STYLE = ("border-left:4px solid var(--pst-color-info,#2a7ab0);background:var(--pst-color-info-bg,#eef5fb);"
                "padding:.4em .8em;font-size:.9em")
 
