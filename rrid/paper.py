@@ -422,6 +422,12 @@ class DatasetSize:
     gallery_images: int
     test_ids: int
 
+    def train_images_of(self, ids: int) -> int:
+        """The training images of ``ids`` of the training identities (a split that holds some out,
+        as the authors' 651 of Market-1501's 751), estimated in proportion to the identities: the
+        paper gives only the whole set's count."""
+        return round(self.train_images * ids / self.train_ids)
+
 
 DATASETS = {
     "market1501": DatasetSize(12936, 751, 3368, 19732, 750),

@@ -137,6 +137,7 @@ def test_training_recipe_is_the_configs_default():
     assert 7 * tr.reduced_dim == 1792 and 15 * tr.reduced_dim == 3840
     m = paper.DATASETS["market1501"]
     assert (m.train_images, m.train_ids, m.query_images, m.gallery_images) == (12936, 751, 3368, 19732)
+    assert m.train_images_of(651) == 11213 and m.train_images_of(751) == 12936   # 12,936 x 651 / 751 = 11,213.497
 
 
 def test_table_rows_and_formatting():

@@ -126,7 +126,7 @@ def counts(protocol) -> Counts:
     except (OSError, ValueError):          # DatasetError is a ValueError: no data there
         size = paper.DATASETS["market1501"]
         ids = size.train_ids - protocol.val_ids
-        return Counts(round(size.train_images * ids / size.train_ids), ids, size.query_images, size.gallery_images,
+        return Counts(size.train_images_of(ids), ids, size.query_images, size.gallery_images,
                       estimated=True)
 
 
