@@ -26,10 +26,12 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # chapter 7 left 650 MB in /tmp at every run, until the disk of the CI machine filled up). Two names
 # are the libraries' own, one per temp folder, reused and never piling up: torch's (empty) compile
 # cache torchinductor_USER and onnxruntime's 51-byte telemetry session file .ses.
+# $(call in_scratch,NAME,COMMAND) runs COMMAND with TMPDIR the empty folder $(SCRATCH)/NAME, then checks it.
 SCRATCH := _build/tmp
-no_leftovers = left="$$(ls -A $(SCRATCH)/$(1) | grep -vx -e '\.ses' -e 'torchinductor_.*')"; \
+in_scratch = rm -rf $(SCRATCH)/$(1) && mkdir -p $(SCRATCH)/$(1) && TMPDIR=$(CURDIR)/$(SCRATCH)/$(1) $(2) && { \
+  left="$$(ls -A $(SCRATCH)/$(1) | grep -vx -e '\.ses' -e 'torchinductor_.*')"; \
   test -z "$$left" || { echo "error: the chapters left files in their temp folder $(SCRATCH)/$(1)" \
-  "(a chapter must remove what it writes there):" $$left; exit 1; }
+  "(a chapter must remove what it writes there):" $$left; exit 1; }; }
 
 .PHONY: venv mathjax prepare prepare-heads prepare-quick book test test-quick test-full test-serial unit nbval html chromium clean
 
@@ -56,9 +58,7 @@ prepare-quick: venv
 	$(PY) -m rrid prepare-book --quick-only
 
 book: venv mathjax prepare
-	@rm -rf $(SCRATCH)/book && mkdir -p $(SCRATCH)/book
-	TMPDIR=$(CURDIR)/$(SCRATCH)/book $(VENV)/bin/jupyter-book build --all .
-	@$(call no_leftovers,book)
+	$(call in_scratch,book,$(VENV)/bin/jupyter-book build --all .)
 
 # MathJax for the book's equations, served from the build so that pages typeset offline: npm's
 # mathjax package (pinned), unpacked into the git-ignored .mathjax/mathjax, which _config.yml copies
@@ -97,19 +97,15 @@ unit: venv chromium mathjax
 # every chapter under nbval in quick mode (make test checks quick mode through the book build instead,
 # which executes every chapter and fails on an error)
 nbval: venv prepare
-	@rm -rf $(SCRATCH)/nbval && mkdir -p $(SCRATCH)/nbval
-	TMPDIR=$(CURDIR)/$(SCRATCH)/nbval $(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
-	@$(call no_leftovers,nbval)
+	$(call in_scratch,nbval,$(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/)
 
 # Full mode on the CPU (rrid.book.smoke): every chapter under nbval with RRID_MODE=full RRID_SMOKE=1,
 # then the README's Colab snippet (tests marked full_mode). The chapters read the head-only models
 # that prepare-heads builds (seconds when make test built them before).
 test-full: venv prepare-heads
 	@echo "make test-full: every chapter under nbval in full mode's smoke setting, then the README's Colab snippet"
-	@rm -rf $(SCRATCH)/full && mkdir -p $(SCRATCH)/full
-	TMPDIR=$(CURDIR)/$(SCRATCH)/full RRID_MODE=full RRID_SMOKE=1 \
-	  $(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/
-	@$(call no_leftovers,full)
+	$(call in_scratch,full,RRID_MODE=full RRID_SMOKE=1 \
+	  $(PY) -m pytest -q --nbval-lax --nbval-cell-timeout=300 -p no:randomly book/)
 	RRID_MODE=full RRID_SMOKE=1 $(PY) -m pytest -q -p no:randomly tests -m full_mode
 
 html: book chromium

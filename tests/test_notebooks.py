@@ -84,7 +84,7 @@ def test_no_code_line_is_longer_than_88_columns():
 def test_a_chapter_removes_the_temp_folders_it_makes(path):
     """A folder a chapter makes in the temp folder is removed by the chapter: in a ``with`` block, or
     by a later cell's ``.cleanup()`` of its TemporaryDirectory (nbval kills the kernel, so no
-    finalizer runs). make book and make test-full check the same at run time (no_leftovers)."""
+    finalizer runs). make book and make test-full check the same at run time (in_scratch)."""
     code = "\n".join("".join(c["source"]) for c in load(path)["cells"] if c["cell_type"] == "code")
     assert "mkdtemp(" not in code, f"{path.name}: tempfile.mkdtemp is never removed; use TemporaryDirectory"
     kept = re.findall(r"^\s*(\w+) = tempfile\.TemporaryDirectory\(", code, flags=re.M)
